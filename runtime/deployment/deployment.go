@@ -1,0 +1,381 @@
+// Package deployment loads one deployment: its settings and its variables,
+// layered from a committed YAML file, a git-ignored local secrets file and the
+// process environment. Values marked masked never print: String, GoString,
+// zerolog marshalling and listings all show a mask.
+package deployment
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// Mask is what a masked value prints as.
+const Mask = "********"
+
+// Sources of a variable's value, from weakest to strongest.
+const (
+	SourceFile    = "file"    // deployments/<name>.yaml
+	SourceLocal   = "local"   // deployments/<name>.local.env (git-ignored)
+	SourceProcess = "process" // the process environment
+	SourceUnset   = "unset"
+)
+
+// Defaults for settings a deployment file may leave out.
+const (
+	DefaultListen    = "127.0.0.1:8080"
+	DefaultBodyLimit = 5 << 20 // 5 MB, like CloudCode
+	DefaultGrace     = 10 * time.Second
+)
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+	varRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Var is one resolved variable.
+type Var struct {
+	Name   string
+	Value  string
+	Masked bool
+	Source string // one of the Source constants
+}
+
+// Display is the value as it may be shown: a mask for masked values, and URLs
+// with their password redacted.
+func (v Var) Display() string {
+	if v.Value == "" {
+		return ""
+	}
+	if v.Masked {
+		return Mask
+	}
+	return redactURL(v.Value)
+}
+
+func redactURL(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// Deployment is one loaded deployment. It is immutable once loaded.
+type Deployment struct {
+	Name       string
+	Production bool
+	Listen     string        // host:port to serve on
+	URL        string        // public base URL, if set
+	BodyLimit  int64         // bytes
+	Grace      time.Duration // shutdown grace period
+	Dir        string        // the deployments/ folder it was loaded from
+
+	vars map[string]Var
+}
+
+// String never shows values.
+func (d *Deployment) String() string {
+	return fmt.Sprintf("deployment %q (production=%t, %d variables)", d.Name, d.Production, len(d.vars))
+}
+
+// GoString never shows values either.
+func (d *Deployment) GoString() string { return d.String() }
+
+// Get returns a variable's value ("" when unset).
+func (d *Deployment) Get(name string) string { return d.vars[name].Value }
+
+// Lookup reports whether a variable is set to a non-empty value.
+func (d *Deployment) Lookup(name string) (string, bool) {
+	v, ok := d.vars[name]
+	return v.Value, ok && v.Value != ""
+}
+
+// Var returns a variable with its source, or a Var with Source "unset".
+func (d *Deployment) Var(name string) Var {
+	if v, ok := d.vars[name]; ok {
+		return v
+	}
+	return Var{Name: name, Source: SourceUnset}
+}
+
+// Vars returns every variable, sorted by name.
+func (d *Deployment) Vars() []Var {
+	out := make([]Var, 0, len(d.vars))
+	for _, v := range d.vars {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Secrets returns the non-empty masked values, for output redaction.
+func (d *Deployment) Secrets() []string {
+	var out []string
+	for _, v := range d.vars {
+		if v.Masked && v.Value != "" {
+			out = append(out, v.Value)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LocalFile is the path of the git-ignored secrets file of this deployment.
+func (d *Deployment) LocalFile() string { return LocalFile(d.Dir, d.Name) }
+
+// LocalFile is the path of the git-ignored secrets file of a deployment.
+func LocalFile(dir, name string) string { return filepath.Join(dir, name+".local.env") }
+
+// Options tune Load.
+type Options struct {
+	// Environ is the process environment (os.Environ() in main), passed in
+	// so that tests never touch the real one.
+	Environ []string
+	// Known names are variables read from Environ even when no file names them
+	// (the variables tasks declare).
+	Known []string
+	// Secret names are masked whatever the files say (tasks declare them).
+	Secret []string
+}
+
+// file is the shape of deployments/<name>.yaml. Variables are a list, not a
+// map, because viper lower-cases map keys and variable names keep their case.
+type file struct {
+	Production bool   `mapstructure:"production"`
+	Listen     string `mapstructure:"listen"`
+	URL        string `mapstructure:"url"`
+	BodyLimit  string `mapstructure:"body_limit"`
+	Grace      string `mapstructure:"shutdown_grace"`
+	Vars       []struct {
+		Name   string `mapstructure:"name"`
+		Value  string `mapstructure:"value"`
+		Masked bool   `mapstructure:"masked"`
+	} `mapstructure:"vars"`
+}
+
+// Known lists the deployments in dir, sorted.
+func Known(dir string) []string {
+	matches, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	var out []string
+	for _, m := range matches {
+		n := strings.TrimSuffix(filepath.Base(m), ".yaml")
+		if nameRE.MatchString(n) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Load reads deployments/<name>.yaml, then the local secrets file, then the
+// process environment; each later layer overrides the earlier ones.
+func Load(dir, name string, opts Options) (*Deployment, error) {
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("invalid deployment name %q (want %s)", name, nameRE)
+	}
+	path := filepath.Join(dir, name+".yaml")
+	if _, err := os.Stat(path); err != nil {
+		known := Known(dir)
+		if len(known) == 0 {
+			return nil, fmt.Errorf("unknown deployment %q: no deployments in %s", name, dir)
+		}
+		return nil, fmt.Errorf("unknown deployment %q (known: %s)", name, strings.Join(known, ", "))
+	}
+	v := viper.New()
+	v.SetConfigFile(path)
+	v.SetConfigType("yaml")
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("deployment %q: reading %s: %w", name, path, err)
+	}
+	var f file
+	if err := v.UnmarshalExact(&f); err != nil {
+		return nil, fmt.Errorf("deployment %q: %s: %w", name, path, err)
+	}
+	d := &Deployment{
+		Name:       name,
+		Production: f.Production,
+		Listen:     f.Listen,
+		URL:        f.URL,
+		BodyLimit:  DefaultBodyLimit,
+		Grace:      DefaultGrace,
+		Dir:        dir,
+		vars:       map[string]Var{},
+	}
+	if d.Listen == "" {
+		d.Listen = DefaultListen
+	}
+	var errs []error
+	if f.BodyLimit != "" {
+		n, err := ParseSize(f.BodyLimit)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("body_limit: %w", err))
+		}
+		d.BodyLimit = n
+	}
+	if f.Grace != "" {
+		g, err := time.ParseDuration(f.Grace)
+		if err != nil || g < 0 {
+			errs = append(errs, fmt.Errorf("shutdown_grace: want a duration such as 10s, got %q", f.Grace))
+		}
+		d.Grace = g
+	}
+	masked := map[string]bool{}
+	for _, s := range opts.Secret {
+		masked[s] = true
+	}
+	for i, fv := range f.Vars {
+		if !varRE.MatchString(fv.Name) {
+			errs = append(errs, fmt.Errorf("vars[%d]: invalid variable name %q", i, fv.Name))
+			continue
+		}
+		if _, dup := d.vars[fv.Name]; dup {
+			errs = append(errs, fmt.Errorf("vars[%d]: %s is listed twice", i, fv.Name))
+			continue
+		}
+		if fv.Masked {
+			masked[fv.Name] = true
+		}
+		d.vars[fv.Name] = Var{Name: fv.Name, Value: fv.Value, Source: SourceFile}
+	}
+	local, err := ReadEnvFile(d.LocalFile())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for k, val := range local {
+		d.vars[k] = Var{Name: k, Value: val, Source: SourceLocal}
+	}
+	known := map[string]bool{}
+	for _, k := range opts.Known {
+		known[k] = true
+	}
+	for k := range d.vars {
+		known[k] = true
+	}
+	for _, kv := range opts.Environ {
+		k, val, ok := strings.Cut(kv, "=")
+		if ok && known[k] {
+			d.vars[k] = Var{Name: k, Value: val, Source: SourceProcess}
+		}
+	}
+	for k, v := range d.vars {
+		v.Masked = masked[k]
+		d.vars[k] = v
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("deployment %q (%s): %w", name, path, err)
+	}
+	return d, nil
+}
+
+// New builds a deployment from values, for tests and tools. Names in secret
+// are masked.
+func New(name string, production bool, vars map[string]string, secret ...string) *Deployment {
+	d := &Deployment{Name: name, Production: production, Listen: DefaultListen,
+		BodyLimit: DefaultBodyLimit, Grace: DefaultGrace, vars: map[string]Var{}}
+	m := map[string]bool{}
+	for _, s := range secret {
+		m[s] = true
+	}
+	for k, v := range vars {
+		d.vars[k] = Var{Name: k, Value: v, Source: SourceFile, Masked: m[k]}
+	}
+	return d
+}
+
+// ReadEnvFile parses a dotenv file: KEY=VALUE lines, # comments, optional
+// "export ", values optionally in single or double quotes. Nothing is
+// expanded. Parse errors name the line, never its value.
+func ReadEnvFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(k)
+		if !ok || !varRE.MatchString(k) {
+			return nil, fmt.Errorf("%s:%d: want NAME=value", path, n)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return out, nil
+}
+
+// AppendEnvFile adds or replaces variables in a dotenv file, creating it with
+// mode 0600, and keeps the other lines as they were.
+func AppendEnvFile(path string, vars map[string]string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
+		k, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "export "), "=")
+		if _, replaced := vars[strings.TrimSpace(k)]; replaced || line == "" {
+			continue
+		}
+		b.WriteString(line + "\n")
+	}
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, vars[k])
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ParseSize reads sizes such as 5MB, 512KB, 1048576.
+func ParseSize(s string) (int64, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("want a size such as 5MB, got %q", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,386 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/taskrun/taskrun/runtime/deployment"
+)
+
+// RequestIDHeader carries the request id, in and out.
+const RequestIDHeader = "X-Request-Id"
+
+// Host runs the tasks of one registry in one deployment: it serves their
+// HTTP handlers and runs their on-demand entry points.
+type Host struct {
+	reg      *Registry
+	dep      *deployment.Deployment
+	log      zerolog.Logger
+	stateDir string
+	res      *resources
+	echo     *echo.Echo
+	metrics  *metrics
+}
+
+// Options configure a Host.
+type Options struct {
+	// Log receives the host's and the tasks' logs (see NewLogger).
+	Log zerolog.Logger
+	// StateDir is the git-ignored folder for local state (run records,
+	// development stores).
+	StateDir string
+}
+
+// NewHost checks that every variable the tasks require is set, then runs
+// each task's Init in name order. Any failure closes what was opened and
+// returns one error naming every problem.
+func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opts Options) (*Host, error) {
+	m := newMetrics(dep.Name)
+	h := &Host{reg: reg, dep: dep, log: opts.Log, stateDir: opts.StateDir, res: newResources(m), metrics: m}
+	if err := h.checkVars(); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, t := range reg.tasks {
+		if t.Init == nil {
+			continue
+		}
+		s := &Setup{Deployment: dep, Log: h.log.With().Str("task", t.Name).Logger(), StateDir: h.stateDir, Task: t.Name, res: h.res}
+		if err := safeInit(ctx, t, s); err != nil {
+			errs = append(errs, fmt.Errorf("task %s: %w", t.Name, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		cerr := h.res.close(ctx)
+		return nil, errors.Join(fmt.Errorf("deployment %q cannot start:\n%w", dep.Name, err), cerr)
+	}
+	h.echo = h.newEcho()
+	return h, nil
+}
+
+func safeInit(ctx context.Context, t Task, s *Setup) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in Init: %v", p)
+		}
+	}()
+	return t.Init(ctx, s)
+}
+
+func (h *Host) checkVars() error {
+	var missing []string
+	for _, t := range h.reg.tasks {
+		for _, v := range t.Vars {
+			if _, ok := h.dep.Lookup(v.Name); !ok && !v.Optional {
+				line := fmt.Sprintf("  %s (needed by %s)", v.Name, t.Name)
+				if v.Help != "" {
+					line += ": " + v.Help
+				}
+				missing = append(missing, line)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("deployment %q is missing %d variable(s):\n%s\nset each in deployments/%s.yaml (vars), in the git-ignored deployments/%s.local.env, or in the process environment",
+		h.dep.Name, len(missing), strings.Join(missing, "\n"), h.dep.Name, h.dep.Name)
+}
+
+// Registry returns the host's tasks.
+func (h *Host) Registry() *Registry { return h.reg }
+
+// Deployment returns the host's deployment.
+func (h *Host) Deployment() *deployment.Deployment { return h.dep }
+
+// Handler returns the HTTP handler serving every HTTP task at /<name>, plus
+// /healthz, /readyz and /metrics.
+func (h *Host) Handler() http.Handler { return h.echo }
+
+// Close closes the shared resources that tasks opened.
+func (h *Host) Close(ctx context.Context) error { return h.res.close(ctx) }
+
+// Serve serves on ln until ctx is cancelled, then stops accepting and lets
+// in-flight requests finish within the deployment's grace period.
+func (h *Host) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           h.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	h.log.Info().Dur("grace", h.dep.Grace).Msg("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), h.dep.Grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		h.log.Warn().Msg("grace period over: closing the remaining connections")
+		err = srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+func (h *Host) newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = h.handleError
+	e.Pre(h.requestID)
+	e.Use(h.accessLog, h.recoverPanic, h.bodyLimit)
+	for _, t := range h.reg.tasks {
+		for _, m := range t.Methods() {
+			e.Add(m, "/"+t.Name, h.serveTask(t, t.HTTP[m]))
+		}
+	}
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", h.ready)
+	e.GET("/metrics", h.metrics.serve)
+	return e
+}
+
+// ready reports 200 when every readiness check passes, else 503.
+func (h *Host) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+	defer cancel()
+	checks := h.res.ready(ctx)
+	status := http.StatusOK
+	for _, v := range checks {
+		if v != "ok" {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	word := map[int]string{http.StatusOK: "ready", http.StatusServiceUnavailable: "unavailable"}[status]
+	return c.JSON(status, map[string]any{"status": word, "deployment": h.dep.Name, "checks": checks})
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+type ctxKey int
+
+const (
+	keyID ctxKey = iota
+	keyTask
+)
+
+// requestID keeps a well-formed incoming X-Request-Id (a load balancer's),
+// or makes one, and returns it in the response.
+func (h *Host) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(RequestIDHeader)
+		if !validID(id) {
+			id = newID()
+		}
+		c.Set("request_id", id)
+		c.Response().Header().Set(RequestIDHeader, id)
+		return next(c)
+	}
+}
+
+func requestIDOf(c echo.Context) string {
+	id, _ := c.Get("request_id").(string)
+	return id
+}
+
+// accessLog logs one line per request: never the query string or headers,
+// which may carry tokens.
+func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		h.metrics.inflight.Add(1)
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		h.metrics.inflight.Add(-1)
+		d := time.Since(start)
+		task, _ := c.Get("task").(string)
+		status := c.Response().Status
+		h.metrics.observe(task, c.Request().Method, status, d)
+		ev := h.log.Info()
+		if status >= 500 {
+			ev = h.log.Error()
+		}
+		ev.Str("request_id", requestIDOf(c)).Str("method", c.Request().Method).
+			Str("path", c.Request().URL.Path).Int("status", status).
+			Int64("bytes", c.Response().Size).Dur("duration", d).Msg("request")
+		return nil
+	}
+}
+
+// recoverPanic is the one place where a panic in a handler becomes an error.
+func (h *Host) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				err = &panicError{value: p, stack: debug.Stack()}
+			}
+		}()
+		return next(c)
+	}
+}
+
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+func (h *Host) bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	limit := h.dep.BodyLimit
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > limit {
+			return tooLarge(limit)
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
+		}
+		return next(c)
+	}
+}
+
+func tooLarge(limit int64) *Error {
+	return Errorf(http.StatusRequestEntityTooLarge, "request body is larger than the limit of %d bytes", limit)
+}
+
+// serveTask wraps a handler with the task's timeout, its access policy and
+// its Env.
+func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
+	timeout := t.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	return func(c echo.Context) error {
+		id := requestIDOf(c)
+		c.Set("task", t.Name)
+		ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
+		defer cancel()
+		c.SetRequest(c.Request().WithContext(ctx))
+		env := &Env{ID: id, Task: t.Name, Deployment: h.dep,
+			Log: h.log.With().Str("task", t.Name).Str("request_id", id).Logger()}
+		if t.Access.auth != nil {
+			subject, err := t.Access.auth(c, env)
+			if err != nil {
+				return err
+			}
+			env.Subject = subject
+		}
+		err := fn(c, env)
+		if err != nil && ctx.Err() == context.DeadlineExceeded && !c.Response().Committed {
+			if _, ok := AsError(err); !ok {
+				return Errorf(http.StatusGatewayTimeout, "the task did not finish within %s", timeout).Wrap(err)
+			}
+		}
+		return err
+	}
+}
+
+// handleError is the one error-to-HTTP mapping. Client errors keep their
+// status and message; anything else becomes an opaque 500 with the request
+// id, and the whole chain goes to the log.
+func (h *Host) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	id := requestIDOf(c)
+	var (
+		status = http.StatusInternalServerError
+		msg    = "internal error"
+		body   = map[string]any{}
+	)
+	var (
+		e   *Error
+		he  *echo.HTTPError
+		mbe *http.MaxBytesError
+		pe  *panicError
+	)
+	switch {
+	case errors.As(err, &e):
+		status, msg = e.Status, e.Message
+		for k, v := range e.Fields {
+			body[k] = v
+		}
+		for k, vs := range e.Header {
+			for _, v := range vs {
+				c.Response().Header().Add(k, v)
+			}
+		}
+	case errors.As(err, &mbe):
+		e := tooLarge(mbe.Limit)
+		status, msg = e.Status, e.Message
+	case errors.As(err, &he):
+		status = he.Code
+		msg = strings.ToLower(http.StatusText(status))
+		switch status {
+		case http.StatusNotFound:
+			msg = fmt.Sprintf("no task at %s", c.Request().URL.Path)
+		case http.StatusMethodNotAllowed:
+			msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", c.Request().Method, c.Request().URL.Path, c.Response().Header().Get(echo.HeaderAllow))
+		case http.StatusRequestEntityTooLarge:
+			msg = tooLarge(h.dep.BodyLimit).Message
+		}
+	}
+	if status >= 500 {
+		ev := h.log.Error().Err(err).Str("request_id", id).Str("path", c.Request().URL.Path)
+		if errors.As(err, &pe) {
+			ev = ev.Str("stack", string(pe.stack))
+		}
+		ev.Msg("request failed")
+		if status == http.StatusInternalServerError {
+			msg = "internal error"
+		}
+	}
+	body["error"] = msg
+	body["request_id"] = id
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	if werr := c.JSON(status, body); werr != nil {
+		h.log.Debug().Err(werr).Str("request_id", id).Msg("writing the error response")
+	}
+}
