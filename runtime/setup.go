@@ -109,4 +109,3 @@ func (r *resources) ready(ctx context.Context) map[string]string {
 	}
 	return out
 }
-
