@@ -91,3 +91,11 @@ func (b *CappedBuffer) Bytes() ([]byte, int) {
 	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes()), b.dropped
 }
+
+// Console returns a writer that renders zerolog JSON lines readably, with
+// colour only on a terminal.
+func Console(w io.Writer) io.Writer {
+	f, ok := w.(*os.File)
+	color := ok && isatty.IsTerminal(f.Fd())
+	return zerolog.ConsoleWriter{Out: w, NoColor: !color, TimeFormat: time.TimeOnly, FieldsExclude: []string{"task", "run_id"}}
+}
