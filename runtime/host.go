@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,7 @@ type Host struct {
 	res      *resources
 	echo     *echo.Echo
 	metrics  *metrics
+	secrets  [][]byte // the forms of the deployment's secrets, for redaction
 }
 
 // Options configure a Host.
@@ -47,7 +49,8 @@ type Options struct {
 // returns one error naming every problem.
 func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opts Options) (*Host, error) {
 	m := newMetrics(dep.Name)
-	h := &Host{reg: reg, dep: dep, log: opts.Log, stateDir: opts.StateDir, res: newResources(m), metrics: m}
+	h := &Host{reg: reg, dep: dep, log: opts.Log, stateDir: opts.StateDir, res: newResources(m), metrics: m,
+		secrets: secretForms(dep.Secrets())}
 	if err := h.checkVars(); err != nil {
 		return nil, err
 	}
@@ -79,20 +82,32 @@ func safeInit(ctx context.Context, t Task, s *Setup) (err error) {
 }
 
 func (h *Host) checkVars() error {
-	var missing []string
+	// One line per missing variable, naming every task that needs it.
+	var order []string
+	users, help := map[string][]string{}, map[string]string{}
 	for _, t := range h.reg.tasks {
 		for _, v := range t.Vars {
-			if _, ok := h.dep.Lookup(v.Name); !ok && !v.Optional {
-				line := fmt.Sprintf("  %s (needed by %s)", v.Name, t.Name)
-				if v.Help != "" {
-					line += ": " + v.Help
-				}
-				missing = append(missing, line)
+			if _, ok := h.dep.Lookup(v.Name); ok || v.Optional {
+				continue
+			}
+			if _, seen := users[v.Name]; !seen {
+				order = append(order, v.Name)
+			}
+			users[v.Name] = append(users[v.Name], t.Name)
+			if help[v.Name] == "" {
+				help[v.Name] = v.Help
 			}
 		}
 	}
-	if len(missing) == 0 {
+	if len(order) == 0 {
 		return nil
+	}
+	missing := make([]string, len(order))
+	for i, n := range order {
+		missing[i] = fmt.Sprintf("  %s (needed by %s)", n, strings.Join(users[n], ", "))
+		if help[n] != "" {
+			missing[i] += ": " + help[n]
+		}
 	}
 	return fmt.Errorf("deployment %q is missing %d variable(s):\n%s\nset each in deployments/%s.yaml (vars), in the git-ignored deployments/%s.local.env, or in the process environment",
 		h.dep.Name, len(missing), strings.Join(missing, "\n"), h.dep.Name, h.dep.Name)
@@ -346,7 +361,7 @@ func (h *Host) handleError(err error, c echo.Context) {
 		}
 		for k, vs := range e.Header {
 			for _, v := range vs {
-				c.Response().Header().Add(k, v)
+				c.Response().Header().Add(k, string(redactBytes([]byte(v), h.secrets)))
 			}
 		}
 	case errors.As(err, &mbe):
@@ -380,7 +395,14 @@ func (h *Host) handleError(err error, c echo.Context) {
 		_ = c.NoContent(status)
 		return
 	}
-	if werr := c.JSON(status, body); werr != nil {
+	// A task may put a secret in its message or fields by mistake: mask it.
+	b, werr := json.Marshal(body)
+	if werr != nil {
+		h.log.Error().Err(werr).Str("request_id", id).Msg("encoding the error response")
+		b, _ = json.Marshal(map[string]string{"error": "internal error", "request_id": id})
+		status = http.StatusInternalServerError
+	}
+	if werr := c.JSONBlob(status, redactBytes(b, h.secrets)); werr != nil {
 		h.log.Debug().Err(werr).Str("request_id", id).Msg("writing the error response")
 	}
 }

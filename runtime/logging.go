@@ -2,8 +2,12 @@ package runtime
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,15 +26,79 @@ func NewLogger(w io.Writer, secrets []string) zerolog.Logger {
 }
 
 // Redact returns a writer that replaces each secret (of 6 bytes or more) by
-// a mask before writing to w. Writes are serialised.
+// a mask before writing to w, whether it is written as is, quoted (%q) or
+// escaped in a JSON string. Writes are serialised.
 func Redact(w io.Writer, secrets []string) io.Writer {
-	r := &redactor{w: w}
-	for _, s := range secrets {
-		if len(s) >= 6 {
-			r.secrets = append(r.secrets, []byte(s))
+	return &redactor{w: w, secrets: secretForms(secrets)}
+}
+
+// RedactString masks each secret in s as Redact does.
+func RedactString(s string, secrets []string) string {
+	return string(redactBytes([]byte(s), secretForms(secrets)))
+}
+
+// secretForms returns the ways each secret of 6 bytes or more may be
+// written out: as is, Go-quoted, JSON-escaped (as zerolog and encoding/json
+// escape), and Go-quoted then JSON-escaped, longest first.
+func secretForms(secrets []string) [][]byte {
+	seen := map[string]bool{}
+	var out [][]byte
+	add := func(f string) {
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, []byte(f))
 		}
 	}
-	return r
+	for _, s := range secrets {
+		if len(s) < 6 {
+			continue
+		}
+		q := strconv.Quote(s)
+		for _, f := range []string{s, q[1 : len(q)-1]} {
+			add(f)
+			add(jsonEscape(f, false))
+			add(jsonEscape(f, true))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// jsonEscape escapes s as in a JSON string: zerolog escapes quotes,
+// backslashes and control characters; encoding/json also escapes <, > and &.
+func jsonEscape(s string, html bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\r':
+			b.WriteString(`\r`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c == '\b':
+			b.WriteString(`\b`)
+		case c == '\f':
+			b.WriteString(`\f`)
+		case c < 0x20 || html && (c == '<' || c == '>' || c == '&'):
+			fmt.Fprintf(&b, `\u%04x`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func redactBytes(p []byte, forms [][]byte) []byte {
+	for _, s := range forms {
+		if bytes.Contains(p, s) {
+			p = bytes.ReplaceAll(p, s, maskBytes)
+		}
+	}
+	return p
 }
 
 type redactor struct {
@@ -42,12 +110,7 @@ type redactor struct {
 var maskBytes = []byte("********")
 
 func (r *redactor) Write(p []byte) (int, error) {
-	out := p
-	for _, s := range r.secrets {
-		if bytes.Contains(out, s) {
-			out = bytes.ReplaceAll(out, s, maskBytes)
-		}
-	}
+	out := redactBytes(p, r.secrets)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, err := r.w.Write(out); err != nil {

@@ -86,11 +86,7 @@ func (h *Host) Run(ctx context.Context, name string, params json.RawMessage, ter
 	}
 	logs, dropped := buf.Bytes()
 	rec.Logs, rec.Dropped = string(logs), dropped
-	for _, s := range h.dep.Secrets() {
-		if len(s) >= 6 {
-			rec.Error = strings.ReplaceAll(rec.Error, s, "********")
-		}
-	}
+	rec.Error = string(redactBytes([]byte(rec.Error), h.secrets))
 	if h.stateDir != "" {
 		if err := SaveRecord(h.stateDir, rec); err != nil {
 			return rec, fmt.Errorf("saving the run record: %w", err)

@@ -106,6 +106,26 @@ func usageErr(format string, args ...any) error {
 
 var errRunFailed = errors.New("run failed")
 
+// redactErr masks the deployment's secrets in an error's message (an Init
+// error may quote a key), keeping the chain for errors.Is and errors.As.
+func redactErr(err error, secrets []string) error {
+	if err == nil {
+		return nil
+	}
+	if msg := runtime.RedactString(err.Error(), secrets); msg != err.Error() {
+		return &redactedError{msg: msg, err: err}
+	}
+	return err
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
 // parse parses flags placed before or after the positional arguments and
 // returns the positionals.
 func parse(fs *flag.FlagSet, args []string, want int) ([]string, error) {
@@ -195,7 +215,7 @@ func (a App) signalContext() (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
-func (a App) deploy(args []string) error {
+func (a App) deploy(args []string) (err error) {
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
 	listen := fs.String("listen", "", "HOST:PORT to serve on (default: the deployment's listen)")
 	root := fs.String("root", "", "project folder")
@@ -211,6 +231,7 @@ func (a App) deploy(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer func() { err = redactErr(err, dep.Secrets()) }()
 	log := runtime.NewLogger(a.Stdout, dep.Secrets())
 	ctx, stop := a.signalContext()
 	defer stop()
@@ -246,7 +267,7 @@ func (a App) deploy(args []string) error {
 	return nil
 }
 
-func (a App) test(args []string) error {
+func (a App) test(args []string) (err error) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	depName := fs.String("deployment", "testing", "deployment whose variables the run gets")
 	params := fs.String("params", "", "run parameters: JSON, or @file")
@@ -279,6 +300,7 @@ func (a App) test(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer func() { err = redactErr(err, dep.Secrets()) }()
 	log := runtime.NewLogger(a.Stderr, dep.Secrets())
 	ctx, stop := a.signalContext()
 	defer stop()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"go/token"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +32,8 @@ func (a App) newTask(args []string) error {
 		return usageErr("invalid task name %q: want %s (it is a folder, a URL path and a Go package)", name, runtime.NameRE)
 	case runtime.IsReserved(name):
 		return usageErr("task name %q is reserved (reserved: %s)", name, strings.Join(runtime.Reserved, ", "))
+	case token.IsKeyword(name) || name == "main":
+		return usageErr("task name %q cannot name a Go package that tasks/all.go imports", name)
 	}
 	r, err := findRoot(*root)
 	if err != nil {
@@ -103,6 +106,7 @@ func ModulePath(root string) (string, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		if m, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
+			m, _, _ = strings.Cut(m, "//") // a trailing comment
 			return strings.Trim(strings.TrimSpace(m), `"`), nil
 		}
 	}

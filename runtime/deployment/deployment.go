@@ -7,8 +7,10 @@ package deployment
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -61,6 +63,23 @@ func (v Var) Display() string {
 		return Mask
 	}
 	return redactURL(v.Value)
+}
+
+// String shows the name and the displayed value, never a masked value.
+func (v Var) String() string { return v.Name + "=" + v.Display() }
+
+// GoString never shows a masked value either.
+func (v Var) GoString() string {
+	return fmt.Sprintf("deployment.Var{Name:%q, Value:%q, Masked:%t, Source:%q}", v.Name, v.Display(), v.Masked, v.Source)
+}
+
+// MarshalJSON encodes the displayed value, never a masked value.
+func (v Var) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Name, Value string
+		Masked      bool
+		Source      string
+	}{v.Name, v.Display(), v.Masked, v.Source})
 }
 
 func redactURL(s string) string {
@@ -182,7 +201,10 @@ func Known(dir string) []string {
 }
 
 // Load reads deployments/<name>.yaml, then the local secrets file, then the
-// process environment; each later layer overrides the earlier ones.
+// process environment; each later layer overrides the earlier ones. The
+// process environment only sets names that a file lists or that are in
+// opts.Known (the variables tasks declare): PATH and the like never become
+// deployment variables.
 func Load(dir, name string, opts Options) (*Deployment, error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("invalid deployment name %q (want %s)", name, nameRE)
@@ -337,6 +359,14 @@ func AppendEnvFile(path string, vars map[string]string) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	for k, v := range vars {
+		if !varRE.MatchString(k) {
+			return fmt.Errorf("%s: invalid variable name %q", path, k)
+		}
+		if strings.ContainsAny(v, "\r\n") {
+			return fmt.Errorf("%s: the value of %s spans several lines, which a dotenv line cannot hold", path, k)
+		}
+	}
 	var b strings.Builder
 	for _, line := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
 		k, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "export "), "=")
@@ -351,7 +381,13 @@ func AppendEnvFile(path string, vars map[string]string) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s\n", k, vars[k])
+		v := vars[k]
+		// Quote what ReadEnvFile would otherwise trim or unquote; it strips
+		// one outer pair of quotes, whatever is inside.
+		if v != strings.TrimSpace(v) || len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = "'" + v + "'"
+		}
+		fmt.Fprintf(&b, "%s=%s\n", k, v)
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
@@ -361,8 +397,8 @@ func AppendEnvFile(path string, vars map[string]string) error {
 }
 
 // ParseSize reads sizes such as 5MB, 512KB, 1048576.
-func ParseSize(s string) (int64, error) {
-	s = strings.ToUpper(strings.TrimSpace(s))
+func ParseSize(in string) (int64, error) {
+	s := strings.ToUpper(strings.TrimSpace(in))
 	mult := int64(1)
 	for _, u := range []struct {
 		suffix string
@@ -374,8 +410,8 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	var n int64
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
-		return 0, fmt.Errorf("want a size such as 5MB, got %q", s)
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("want a size such as 5MB, got %q", in)
 	}
 	return n * mult, nil
 }
