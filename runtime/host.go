@@ -54,15 +54,30 @@ func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 	if err := h.checkVars(); err != nil {
 		return nil, err
 	}
-	var errs []error
+	// Tasks that share a resource fail alike: say each problem once, with
+	// every task it stops.
+	var (
+		errs    []error
+		byMsg   = map[string]int{}
+		tasksOf [][]string
+	)
 	for _, t := range reg.tasks {
 		if t.Init == nil {
 			continue
 		}
 		s := &Setup{Deployment: dep, Log: h.log.With().Str("task", t.Name).Logger(), StateDir: h.stateDir, Task: t.Name, res: h.res}
 		if err := safeInit(ctx, t, s); err != nil {
-			errs = append(errs, fmt.Errorf("task %s: %w", t.Name, err))
+			if i, ok := byMsg[err.Error()]; ok {
+				tasksOf[i] = append(tasksOf[i], t.Name)
+				continue
+			}
+			byMsg[err.Error()] = len(errs)
+			errs = append(errs, err)
+			tasksOf = append(tasksOf, []string{t.Name})
 		}
+	}
+	for i, err := range errs {
+		errs[i] = fmt.Errorf("task %s: %w", strings.Join(tasksOf[i], ", "), err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		cerr := h.res.close(ctx)

@@ -6,9 +6,18 @@ package tasks
 
 import (
 	"github.com/taskrun/taskrun/runtime"
+	"github.com/taskrun/taskrun/tasks/generate_keys"
+	"github.com/taskrun/taskrun/tasks/jwks"
+	"github.com/taskrun/taskrun/tasks/token"
+	"github.com/taskrun/taskrun/tasks/upload"
 )
 
 // All returns every task under tasks/, sorted by name.
 func All() []runtime.Task {
-	return []runtime.Task{}
+	return []runtime.Task{
+		generate_keys.Task(),
+		jwks.Task(),
+		token.Task(),
+		upload.Task(),
+	}
 }

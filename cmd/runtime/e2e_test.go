@@ -243,3 +243,5 @@ func TestUsageAndUnknowns(t *testing.T) {
 		t.Errorf("deploy of an unknown deployment: %s", r.stderr)
 	}
 }
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const secretURI = "mongodb://app:s3cret-pw-e2e@127.0.0.1:9/app"
+
+func TestTasksListing(t *testing.T) {
+	r := run(t, project(t), nil, "tasks").must(t, 0)
+	for _, want := range []string{"generate_keys", "on demand", "/jwks", "GET /token", "POST /upload", "POWERSYNC_URL"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("tasks output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var names []string
+	for _, l := range lines[1:] {
+		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "(") {
+			names = append(names, f[0])
+		}
+	}
+	for i := 1; i < len(names); i++ {
+		if names[i-1] > names[i] {
+			t.Errorf("tasks are not sorted: %v", names)
+		}
+	}
+}
+
+// TestEnvMasksAndPrecedence: process environment > local file > yaml, each
+// value's source shown, masked values never printed.
+func TestEnvMasksAndPrecedence(t *testing.T) {
+	root := project(t)
+	os.WriteFile(filepath.Join(root, "deployments", "testing.local.env"),
+		[]byte("# local secrets\nTOKEN_LIFETIME=7m\nPOWERSYNC_URL=http://from-local:8080\n"), 0o600)
+	r := run(t, root, []string{"MONGO_URI=" + secretURI, "POWERSYNC_URL=http://from-env:8080", "UNRELATED_VAR=zzz"}, "env", "testing").must(t, 0)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`POWERSYNC_URL\s+http://from-env:8080\s+process`),
+		regexp.MustCompile(`TOKEN_LIFETIME\s+7m\s+local`),
+		regexp.MustCompile(`MONGO_DATABASE\s+powersync\s+file`),
+		regexp.MustCompile(`MONGO_URI\s+\*{8}\s+process`),
+	} {
+		if !want.MatchString(r.stdout) {
+			t.Errorf("env output does not match %s:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout+r.stderr, "s3cret-pw-e2e") || strings.Contains(r.stdout, "UNRELATED_VAR") {
+		t.Errorf("env printed a secret or an unrelated process variable:\n%s", r.stdout)
+	}
+}
+
+// TestRunGenerateKeysAndLogs runs the on-demand task, then reads its record
+// back; the deployment's secrets never appear in any of it.
+func TestRunGenerateKeysAndLogs(t *testing.T) {
+	root := project(t)
+	env := []string{"MONGO_URI=" + secretURI}
+	r := run(t, root, env, "test", "generate_keys").must(t, 0)
+	m := regexp.MustCompile(`POWERSYNC_PUBLIC_KEY=([A-Za-z0-9+/=_-]+)`).FindStringSubmatch(r.stdout)
+	if m == nil || !strings.Contains(r.stdout, "POWERSYNC_PRIVATE_KEY=") {
+		t.Fatalf("generate_keys did not print both key lines:\n%s", r.stdout)
+	}
+	raw, err := base64.StdEncoding.DecodeString(m[1])
+	if err != nil {
+		t.Fatalf("public key is not standard base64: %v", err)
+	}
+	var jwk map[string]any
+	if err := json.Unmarshal(raw, &jwk); err != nil || jwk["kty"] != "RSA" || jwk["alg"] != "RS256" || jwk["d"] != nil {
+		t.Errorf("public JWK: %s (%v)", raw, err)
+	}
+	if !regexp.MustCompile(`^powersync-[0-9a-f]{10}$`).MatchString(jwk["kid"].(string)) {
+		t.Errorf("kid %v", jwk["kid"])
+	}
+	id := regexp.MustCompile(`run ([0-9a-f]{16}) of generate_keys succeeded`).FindStringSubmatch(r.stdout)
+	if id == nil {
+		t.Fatalf("no run summary:\n%s", r.stdout)
+	}
+	logs := run(t, root, nil, "logs", "generate_keys").must(t, 0)
+	if !strings.Contains(logs.stdout, id[1]) || !strings.Contains(logs.stdout, m[1]) || !strings.Contains(logs.stdout, "succeeded") {
+		t.Errorf("logs does not show the latest run:\n%s", logs.stdout)
+	}
+	run(t, root, nil, "logs", "generate_keys", "--run", id[1]).must(t, 0)
+	run(t, root, nil, "logs", "generate_keys", "--run", "ffffffffffffffff").must(t, 1)
+
+	bad := run(t, root, env, "test", "generate_keys", "--params", `{"alg":"HS256"}`).must(t, 1)
+	if !strings.Contains(bad.stdout+bad.stderr, "HS256") {
+		t.Errorf("an unsupported algorithm should be named:\n%s%s", bad.stdout, bad.stderr)
+	}
+	run(t, root, env, "test", "generate_keys", "--params", `{not json`).must(t, 2)
+	run(t, root, env, "test", "jwks").must(t, 2) // HTTP only
+
+	all := r.stdout + r.stderr + logs.stdout + bad.stdout + bad.stderr
+	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "*", "*.json"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		all += string(b)
+	}
+	if len(files) < 2 {
+		t.Errorf("run records: %v", files)
+	}
+	if strings.Contains(all, "s3cret-pw-e2e") {
+		t.Error("a masked deployment value appears in a run's output or record")
+	}
+}

@@ -1,0 +1,281 @@
+// Package store opens the deployment's MongoDB: one pooled client per
+// process, shared by every task and request.
+//
+// Which database:
+//
+//   - MONGO_URI set: that server. The database is the one named in the URI's
+//     path (mongodb+srv://user:pass@host/<database>), else MONGO_DATABASE; one
+//     of them must say.
+//   - MONGO_URI unset in a development deployment: an embedded
+//     MongoDB-wire-compatible store (FerretDB with SQLite files under
+//     <state dir>/devstore/<deployment>/), announced in the log. The
+//     database is MONGO_DATABASE, else "powersync". FerretDB has no
+//     transactions and no change streams, so it is for trying things out,
+//     not for running a PowerSync service against.
+//   - MONGO_URI unset in a production deployment: refused.
+//
+// URIs are only ever logged redacted (no password, no options).
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+
+	"github.com/taskrun/taskrun/runtime"
+)
+
+// Variables Open reads. Tasks that use the store list them in their Vars.
+const (
+	VarURI      = "MONGO_URI"
+	VarDatabase = "MONGO_DATABASE"
+)
+
+// DevDatabase is the database of the development store when MONGO_DATABASE
+// is unset.
+const DevDatabase = "powersync"
+
+// DefaultServerSelectionTimeout bounds how long an operation waits for a
+// usable server when the URI does not say (the driver's own default is 30 s,
+// as long as a whole request): a database that is down then turns into a 503
+// well before the request's deadline.
+const DefaultServerSelectionTimeout = 5 * time.Second
+
+// Vars are the deployment variables Open reads, for a task's Vars.
+var Vars = []runtime.Var{
+	{Name: VarURI, Optional: true, Secret: true,
+		Help: "MongoDB connection string, mongodb://user:pass@host/<database> or mongodb+srv://...; unset in development: an embedded store"},
+	{Name: VarDatabase, Optional: true,
+		Help: "database name when MONGO_URI names none (development store: default " + DevDatabase + ")"},
+}
+
+// Store is the process-wide MongoDB client and the deployment's database.
+type Store struct {
+	client   *mongo.Client
+	db       *mongo.Database
+	redacted string
+	devDir   string // the development store's folder; "" when MONGO_URI is used
+	stop     func()
+	unacked  bool // the connection string asks for unacknowledged writes (w=0)
+}
+
+// Client returns the pooled client.
+func (st *Store) Client() *mongo.Client { return st.client }
+
+// Database returns the deployment's database.
+func (st *Store) Database() *mongo.Database { return st.db }
+
+// URI returns the connection string with its credentials and options
+// removed, fit for logs.
+func (st *Store) URI() string { return st.redacted }
+
+// Unacknowledged reports whether the connection string asks for
+// unacknowledged writes (w=0), which a task that must only answer once its
+// writes are acknowledged has to override or refuse.
+func (st *Store) Unacknowledged() bool { return st.unacked }
+
+// Embedded reports whether this is the embedded development store.
+func (st *Store) Embedded() bool { return st.devDir != "" }
+
+// Dir is the development store's folder ("" for a real server).
+func (st *Store) Dir() string { return st.devDir }
+
+// Ping checks that the server answers; it is the "mongo" readiness check.
+func (st *Store) Ping(ctx context.Context) error {
+	return st.client.Ping(ctx, readpref.Primary())
+}
+
+// Close disconnects the client, then stops the development store if any.
+func (st *Store) Close(ctx context.Context) error {
+	err := st.client.Disconnect(ctx)
+	if st.stop != nil {
+		st.stop()
+	}
+	return err
+}
+
+// Open returns the deployment's store, connecting the first time any task
+// asks for it, and registers the "mongo" readiness check. The client is
+// disconnected (and the development store stopped) at shutdown.
+func Open(s *runtime.Setup) (*Store, error) {
+	st, err := runtime.Shared(s, "mongo", open)
+	if err != nil {
+		return nil, err
+	}
+	// Check takes the lock that Shared holds while opening: register here.
+	s.Check("mongo", st.Ping)
+	return st, nil
+}
+
+func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) error, error) {
+	dep := s.Deployment
+	uri, haveURI := dep.Lookup(VarURI)
+	dbName, _ := dep.Lookup(VarDatabase)
+	st := &Store{}
+	if haveURI {
+		cs, err := connstring.ParseAndValidate(uri)
+		if err != nil {
+			// The parser's message may quote the URI: never pass it on.
+			return nil, nil, fmt.Errorf("%s is not a valid MongoDB connection string (want mongodb://user:pass@host/<database> or mongodb+srv://...)", VarURI)
+		}
+		st.redacted = Redact(uri)
+		st.unacked = cs.WNumberSet && cs.WNumber == 0
+		if cs.Database != "" {
+			if dbName != "" && dbName != cs.Database {
+				s.Log.Warn().Str("uri_database", cs.Database).Str(VarDatabase, dbName).
+					Msgf("%s names a database: %s is ignored", VarURI, VarDatabase)
+			}
+			dbName = cs.Database
+		}
+		if dbName == "" {
+			return nil, nil, fmt.Errorf("no database: %s (%s) names none in its path and %s is unset", VarURI, st.redacted, VarDatabase)
+		}
+		opts := options.Client().ApplyURI(uri).SetAppName("taskrun")
+		if !cs.ServerSelectionTimeoutSet {
+			opts.SetServerSelectionTimeout(DefaultServerSelectionTimeout)
+		}
+		if err := ValidDatabaseName(dbName); err != nil {
+			return nil, nil, err
+		}
+		c, err := mongo.Connect(opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connecting to %s: %s", st.redacted, scrub(err, uri))
+		}
+		st.client = c
+	} else {
+		if dep.Production {
+			return nil, nil, fmt.Errorf("%s is unset: a production deployment needs a MongoDB server (the embedded development store is for development deployments only)", VarURI)
+		}
+		if s.StateDir == "" {
+			return nil, nil, fmt.Errorf("%s is unset and there is no state folder for the development store", VarURI)
+		}
+		if dbName == "" {
+			dbName = DevDatabase
+		}
+		if err := ValidDatabaseName(dbName); err != nil {
+			return nil, nil, err
+		}
+		dir, err := filepath.Abs(filepath.Join(s.StateDir, "devstore", dep.Name))
+		if err != nil {
+			return nil, nil, err
+		}
+		devURI, stop, err := StartEmbedded(ctx, dir, NewSlogger(s.Log))
+		if err != nil {
+			return nil, nil, fmt.Errorf("starting the development store in %s: %w", dir, err)
+		}
+		c, err := mongo.Connect(options.Client().ApplyURI(devURI).SetAppName("taskrun"))
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("connecting to the development store: %w", err)
+		}
+		st.client, st.devDir, st.stop, st.redacted = c, dir, stop, devURI
+		s.Log.Warn().Str("dir", dir).Str("uri", devURI).Str("database", dbName).
+			Msgf("DEVELOPMENT STORE: %s is unset, so writes go to an embedded FerretDB (SQLite files in %s), not to MongoDB; set %s to use a real server. Never used in production.", VarURI, dir, VarURI)
+	}
+	st.db = st.client.Database(dbName)
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := st.Ping(pctx); err != nil {
+		// Not fatal: the server may come up later. /readyz reports it and
+		// requests get 503 until it does.
+		s.Log.Warn().Str("uri", st.redacted).Str("database", dbName).Err(errors.New(scrub(err, uri))).
+			Msg("MongoDB does not answer yet")
+	} else {
+		s.Log.Info().Str("uri", st.redacted).Str("database", dbName).Msg("connected to MongoDB")
+	}
+	return st, st.Close, nil
+}
+
+// scrub removes a URI from an error's text, in case a driver error quotes it.
+func scrub(err error, uri string) string {
+	msg := err.Error()
+	if uri != "" {
+		msg = strings.ReplaceAll(msg, uri, Redact(uri))
+	}
+	return msg
+}
+
+// Redact returns a connection string without its password and options:
+// scheme://user@host1,host2/database.
+func Redact(uri string) string {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return "(unparseable connection string)"
+	}
+	// A valid connection string percent-encodes '/', '?' and '@' in its
+	// credentials: the authority ends at the first '/' or '?'.
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	user := ""
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		user, rest = rest[:at], rest[at+1:]
+		if name, _, hasPass := strings.Cut(user, ":"); hasPass {
+			user = name + ":xxxxx"
+		}
+		user += "@"
+	}
+	rest, _, _ = strings.Cut(rest, "?")
+	return scheme + "://" + user + rest
+}
+
+// ValidDatabaseName checks a database name against MongoDB's rules.
+func ValidDatabaseName(name string) error {
+	if name == "" || len(name) > 63 || strings.ContainsAny(name, "/\\. \"$*<>:|?\x00") {
+		return fmt.Errorf("invalid database name %q: want 1 to 63 characters, none of /\\. \"$*<>:|? or NUL", name)
+	}
+	return nil
+}
+
+// SupportsTransactions reports whether the server can run multi-document
+// transactions: a replica set or a sharded cluster that commits a trial
+// transaction. FerretDB accepts and ignores the transaction fields of
+// writes, so the trial commit is what tells them apart.
+func (st *Store) SupportsTransactions(ctx context.Context) (bool, error) {
+	var hello bson.M
+	if err := st.db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
+		return false, err
+	}
+	_, replSet := hello["setName"]
+	if msg, _ := hello["msg"].(string); !replSet && msg != "isdbgrid" {
+		return false, nil
+	}
+	if _, ok := hello["logicalSessionTimeoutMinutes"]; !ok {
+		return false, nil
+	}
+	sess, err := st.client.StartSession()
+	if err != nil {
+		return false, nil
+	}
+	defer sess.EndSession(ctx)
+	_, err = sess.WithTransaction(ctx, func(tctx context.Context) (any, error) {
+		err := st.db.Collection("_powersync_probe").FindOne(tctx, bson.D{{Key: "_id", Value: "probe"}}).Err()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			err = nil
+		}
+		return nil, err
+	})
+	return err == nil, nil
+}
+
+var startMu sync.Mutex // ferretdb.New writes a package global
+
+// ensureDir creates the development store's folder, private to the user.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+package upload
+
+import "context"
+
+// Customise is the upload task's customisation point, like CloudCode's
+// updateBatch: edit it to change how the client's mutations are written.
+//
+// It is called once for each operation of a batch, in batch order, after
+// the whole batch has been validated and before anything is written. It
+// may change op (its Data, even its Kind, Collection or ID), and return:
+//
+//   - nil: write op as it now is;
+//   - Refuse("reason"): op is not written; the client gets a 200 listing
+//     it, and it is stored in the dead-letter collection (UPLOAD_REFUSED=
+//     strict: the whole batch fails with 422 and nothing is written);
+//   - a *runtime.Error (runtime.BadRequest, runtime.Errorf(403, ...)): the
+//     whole batch fails with that status and nothing is written;
+//   - any other error: the batch fails with a 500, logged.
+//
+// It must be fast and must not write to the database itself: it runs
+// before the batch is written, and the client retries whole batches.
+//
+// Example: store dates as dates, and refuse changes to a list's owner.
+//
+//	func Customise(ctx context.Context, req *Request, op *Op) error {
+//		if v, ok := op.Get("created_at"); ok {
+//			if s, ok := v.(string); ok {
+//				if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+//					op.Set("created_at", t)
+//				}
+//			}
+//		}
+//		if op.Collection == "lists" && op.Kind == Patch && op.Has("owner_id") {
+//			return Refuse("owner_id of a list cannot change")
+//		}
+//		return nil
+//	}
+func Customise(ctx context.Context, req *Request, op *Op) error {
+	return nil
+}

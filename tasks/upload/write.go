@@ -1,0 +1,358 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+)
+
+// docWrite is the one write a batch makes to one document: the batch's
+// operations on that document folded, in batch order, into their result.
+//
+//	PUT a, PATCH b        -> PUT a+b    (the PATCH applies to a known document)
+//	PATCH a, PATCH b      -> PATCH a+b  (later fields win)
+//	anything, DELETE      -> DELETE
+//	DELETE, PATCH         -> DELETE     (a PATCH does not create documents)
+//	anything, PUT a       -> PUT a
+//
+// Each folded write is idempotent, and the writes of a batch touch distinct
+// documents, so their order does not matter and a batch retried after a
+// partial failure converges to the same data.
+type docWrite struct {
+	coll  string
+	id    any // string, or bson.ObjectID in objectid mode
+	kind  Kind
+	data  bson.D
+	index map[string]int // field -> position in data, once data is large
+	ops   []int          // indices of the batch's operations folded in
+}
+
+// fold applies op (on the same document) after the writes already folded.
+func (w *docWrite) fold(op *Op) {
+	w.ops = append(w.ops, op.Index)
+	switch op.Kind {
+	case Delete:
+		w.kind, w.data, w.index = Delete, nil, nil
+	case Put:
+		w.kind, w.data, w.index = Put, op.Data, nil
+	case Patch:
+		if w.kind == Delete {
+			return // the document is gone; PATCH does not upsert
+		}
+		for _, e := range op.Data {
+			w.set(e)
+		}
+	}
+}
+
+func (w *docWrite) set(e bson.E) {
+	if len(w.data) > 32 && w.index == nil {
+		w.index = make(map[string]int, len(w.data)*2)
+		for i, f := range w.data {
+			w.index[f.Key] = i
+		}
+	}
+	if w.index != nil {
+		if i, ok := w.index[e.Key]; ok {
+			w.data[i].Value = e.Value
+			return
+		}
+		w.index[e.Key] = len(w.data)
+		w.data = append(w.data, e)
+		return
+	}
+	for i := range w.data {
+		if w.data[i].Key == e.Key {
+			w.data[i].Value = e.Value
+			return
+		}
+	}
+	w.data = append(w.data, e)
+}
+
+// model is the driver's write model of w, nil when w changes nothing (a
+// PATCH without fields).
+func (w *docWrite) model() mongo.WriteModel {
+	filter := bson.D{{Key: "_id", Value: w.id}}
+	switch w.kind {
+	case Put:
+		doc := make(bson.D, 0, len(w.data)+1)
+		doc = append(doc, bson.E{Key: "_id", Value: w.id})
+		doc = append(doc, w.data...)
+		return mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(doc).SetUpsert(true)
+	case Patch:
+		if len(w.data) == 0 {
+			return nil
+		}
+		return mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(bson.D{{Key: "$set", Value: w.data}})
+	default:
+		return mongo.NewDeleteOneModel().SetFilter(filter)
+	}
+}
+
+// collWrites are the writes of one collection: replacements and updates
+// first, then deletions, each in batch order, so that the driver sends at
+// most two commands.
+type collWrites struct {
+	name   string
+	writes []*docWrite
+}
+
+type docKey struct {
+	coll string
+	id   string
+	oid  bool
+}
+
+// plan folds accepted operations into one write per document, grouped by
+// collection in order of first appearance.
+func plan(ops []Op, objectIDs bool) []*collWrites {
+	byDoc := make(map[docKey]*docWrite, len(ops))
+	var order []*docWrite
+	for i := range ops {
+		op := &ops[i]
+		var id any = op.ID
+		key := docKey{coll: op.Collection, id: op.ID}
+		if objectIDs && len(op.ID) == 24 {
+			if oid, err := bson.ObjectIDFromHex(op.ID); err == nil {
+				id, key.id, key.oid = oid, oid.Hex(), true
+			}
+		}
+		w := byDoc[key]
+		if w == nil {
+			w = &docWrite{coll: op.Collection, id: id, kind: op.Kind}
+			byDoc[key] = w
+			order = append(order, w)
+			w.ops = append(w.ops, op.Index)
+			if op.Kind != Delete {
+				w.data = op.Data
+			}
+			continue
+		}
+		w.fold(op)
+	}
+	var colls []*collWrites
+	idx := map[string]*collWrites{}
+	for _, w := range order {
+		c := idx[w.coll]
+		if c == nil {
+			c = &collWrites{name: w.coll}
+			idx[w.coll] = c
+			colls = append(colls, c)
+		}
+		if w.kind != Delete {
+			c.writes = append(c.writes, w)
+		}
+	}
+	for _, w := range order {
+		if w.kind == Delete {
+			idx[w.coll].writes = append(idx[w.coll].writes, w)
+		}
+	}
+	return colls
+}
+
+// dbRefusal is a document that the database refused to write for a reason
+// of the data (a duplicate key in a unique index, a schema validator, a
+// document too large): retrying would not help.
+type dbRefusal struct {
+	w      *docWrite
+	reason string
+}
+
+// transient reports whether err is a temporary failure that a retry can
+// cure: the database unreachable, a timeout, an election.
+func transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, mongo.ErrClientDisconnected) || mongo.IsTimeout(err) || mongo.IsNetworkError(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	if errors.As(err, new(topology.ServerSelectionError)) {
+		return true
+	}
+	var le mongo.LabeledError
+	if errors.As(err, &le) {
+		for _, l := range []string{"RetryableWriteError", "TransientTransactionError", "NetworkError",
+			"SystemOverloadedError", "RetryableError", "UnknownTransactionCommitResult"} {
+			if le.HasErrorLabel(l) {
+				return true
+			}
+		}
+	}
+	var se mongo.ServerError
+	if errors.As(err, &se) {
+		for _, c := range transientCodes {
+			if se.HasErrorCode(c) {
+				return true
+			}
+		}
+	}
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) && bwe.WriteConcernError != nil {
+		return true // written, but not acknowledged as asked: retrying converges
+	}
+	var we mongo.WriteException
+	if errors.As(err, &we) && we.WriteConcernError != nil {
+		return true
+	}
+	return false
+}
+
+// transientCodes are server error codes of temporary conditions.
+var transientCodes = []int{
+	6,     // HostUnreachable
+	7,     // HostNotFound
+	24,    // LockTimeout
+	46,    // LockBusy
+	50,    // MaxTimeMSExpired
+	64,    // WriteConcernFailed
+	89,    // NetworkTimeout
+	91,    // ShutdownInProgress
+	112,   // WriteConflict
+	117,   // ConflictingOperationInProgress
+	133,   // FailedToSatisfyReadPreference
+	134,   // ReadConcernMajorityNotAvailableYet
+	189,   // PrimarySteppedDown
+	251,   // NoSuchTransaction
+	262,   // ExceededTimeLimit
+	9001,  // SocketException
+	10107, // NotWritablePrimary
+	11600, // InterruptedAtShutdown
+	11602, // InterruptedDueToReplStateChange
+	13435, // NotPrimaryNoSecondaryOk
+	13436, // NotPrimaryOrSecondary
+	462,   // IngressRequestRateLimitExceeded
+}
+
+// writeErrors returns the per-document errors of a bulk write when that is
+// all that went wrong (no write concern error, nothing transient).
+func writeErrors(err error) ([]mongo.BulkWriteError, bool) {
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 || transient(err) {
+		return nil, false
+	}
+	return bwe.WriteErrors, true
+}
+
+// writeCollection makes a collection's writes in one bulk write (at most
+// one update and one delete command). When the server refuses some
+// documents, each write is made again alone to learn which: servers differ
+// in how they report the index of a failed statement (FerretDB stops at the
+// first and reports index 0), and every write is idempotent.
+func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites) ([]dbRefusal, error) {
+	models := make([]mongo.WriteModel, 0, len(cw.writes))
+	for _, w := range cw.writes {
+		if m := w.model(); m != nil {
+			models = append(models, m)
+		}
+	}
+	if len(models) == 0 {
+		return nil, nil
+	}
+	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	if err == nil {
+		return nil, nil
+	}
+	if _, ok := writeErrors(err); !ok {
+		return nil, err
+	}
+	var refused []dbRefusal
+	for _, w := range cw.writes {
+		m := w.model()
+		if m == nil {
+			continue
+		}
+		_, err := coll.BulkWrite(ctx, []mongo.WriteModel{m})
+		if err == nil {
+			continue
+		}
+		wes, ok := writeErrors(err)
+		if !ok {
+			return nil, err
+		}
+		refused = append(refused, dbRefusal{w: w, reason: "the database refused the write: " + wes[0].Message})
+	}
+	return refused, nil
+}
+
+// writeAll makes every collection's writes, collections in parallel.
+func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites) ([]dbRefusal, error) {
+	if len(colls) == 1 {
+		return writeCollection(ctx, db.Collection(colls[0].name, collOpts), colls[0])
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		refused []dbRefusal
+		errs    []error
+	)
+	sem := make(chan struct{}, 8)
+	for _, cw := range colls {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw)
+			mu.Lock()
+			defer mu.Unlock()
+			refused = append(refused, r...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("collection %s: %w", cw.name, err))
+			}
+		}()
+	}
+	wg.Wait()
+	return refused, errors.Join(errs...)
+}
+
+// refusedOp is an operation that was not applied, as reported to the
+// client.
+type refusedOp struct {
+	Index  int    `json:"op_index"`
+	Reason string `json:"reason"`
+}
+
+// deadLetters stores the refused operations, one record each, keyed by the
+// request body, the user and the operation's index, so that a retried batch
+// updates its records rather than adding more.
+func deadLetters(ctx context.Context, coll *mongo.Collection, refused []refusedOp, ops []Op, bodyKey, user, requestID string, now time.Time) error {
+	if len(refused) == 0 {
+		return nil
+	}
+	models := make([]mongo.WriteModel, 0, len(refused))
+	for _, r := range refused {
+		op := &ops[r.Index]
+		rec := bson.D{
+			{Key: "op", Value: string(op.Kind)},
+			{Key: "table", Value: op.Collection},
+			{Key: "id", Value: op.ID},
+			{Key: "op_index", Value: r.Index},
+			{Key: "reason", Value: r.Reason},
+			{Key: "user", Value: user},
+			{Key: "time", Value: now},
+			{Key: "request_id", Value: requestID},
+			// The operation exactly as received: data may hold names that
+			// cannot be stored as fields everywhere (nested dots).
+			{Key: "raw", Value: string(op.raw)},
+		}
+		models = append(models, mongo.NewUpdateOneModel().
+			SetFilter(bson.D{{Key: "_id", Value: fmt.Sprintf("%s-%d", bodyKey, r.Index)}}).
+			SetUpdate(bson.D{
+				{Key: "$setOnInsert", Value: rec},
+				{Key: "$set", Value: bson.D{{Key: "last_seen", Value: now}}},
+				{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}},
+			}).SetUpsert(true))
+	}
+	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
+}
