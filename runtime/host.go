@@ -324,6 +324,9 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
+	if rt := h.dep.RequestTimeout; rt > 0 && rt < timeout {
+		timeout = rt
+	}
 	return func(c echo.Context) error {
 		id := requestIDOf(c)
 		c.Set("task", t.Name)

@@ -335,6 +335,25 @@ func TestHostBodyLimit(t *testing.T) {
 	}
 }
 
+// TestDeploymentRequestTimeout: a deployment's request_timeout bounds
+// tasks whose own timeout is longer.
+func TestDeploymentRequestTimeout(t *testing.T) {
+	task := runtime.Task{
+		Name: "slow", Access: runtime.Public, Timeout: time.Minute,
+		HTTP: map[string]runtime.HTTPFunc{http.MethodGet: func(c echo.Context, env *runtime.Env) error {
+			<-c.Request().Context().Done()
+			return c.Request().Context().Err()
+		}},
+	}
+	dep := testDep(nil)
+	dep.RequestTimeout = 40 * time.Millisecond
+	h := runtimetest.New(t, dep, task)
+	resp := h.Do("GET", "/slow", nil)
+	if m := errBody(t, resp); resp.StatusCode != http.StatusGatewayTimeout || m["error"] != "the task did not finish within 40ms" {
+		t.Fatalf("status %d %v, want 504 after 40ms", resp.StatusCode, m)
+	}
+}
+
 func TestHostTimeout(t *testing.T) {
 	var finished atomic.Bool
 	task := runtime.Task{

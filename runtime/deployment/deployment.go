@@ -101,7 +101,10 @@ type Deployment struct {
 	URL        string        // public base URL, if set
 	BodyLimit  int64         // bytes
 	Grace      time.Duration // shutdown grace period
-	Dir        string        // the deployments/ folder it was loaded from
+	// RequestTimeout, when set, bounds every request of the deployment's
+	// tasks (a task's own shorter Timeout still applies).
+	RequestTimeout time.Duration
+	Dir            string // the deployments/ folder it was loaded from
 
 	vars map[string]Var
 }
@@ -179,6 +182,7 @@ type file struct {
 	URL        string `mapstructure:"url"`
 	BodyLimit  string `mapstructure:"body_limit"`
 	Grace      string `mapstructure:"shutdown_grace"`
+	Timeout    string `mapstructure:"request_timeout"`
 	Vars       []struct {
 		Name   string `mapstructure:"name"`
 		Value  string `mapstructure:"value"`
@@ -254,6 +258,13 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 			errs = append(errs, fmt.Errorf("shutdown_grace: want a duration such as 10s, got %q", f.Grace))
 		}
 		d.Grace = g
+	}
+	if f.Timeout != "" {
+		rt, err := time.ParseDuration(f.Timeout)
+		if err != nil || rt <= 0 {
+			errs = append(errs, fmt.Errorf("request_timeout: want a duration such as 30s, got %q", f.Timeout))
+		}
+		d.RequestTimeout = rt
 	}
 	masked := map[string]bool{}
 	for _, s := range opts.Secret {

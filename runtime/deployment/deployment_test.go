@@ -28,7 +28,7 @@ func load(t *testing.T, name string, opts deployment.Options) *deployment.Deploy
 func TestLoadSettings(t *testing.T) {
 	d := load(t, "full", deployment.Options{})
 	if d.Name != "full" || !d.Production || d.Listen != "0.0.0.0:9090" || d.URL != "https://tasks.example.test" ||
-		d.BodyLimit != 512<<10 || d.Grace != 3*time.Second || d.Dir != testdata {
+		d.BodyLimit != 512<<10 || d.Grace != 3*time.Second || d.RequestTimeout != 7*time.Second || d.Dir != testdata {
 		t.Errorf("settings: %+v", *d)
 	}
 	if d.LocalFile() != filepath.Join(testdata, "full.local.env") {
