@@ -37,7 +37,8 @@ func (s *Setup) Check(name string, fn func(ctx context.Context) error) {
 // Shared returns the process-wide value stored under key, opening it the
 // first time it is asked for. close, if not nil, runs on shutdown, in the
 // reverse order of opening. Tasks use it for what they share: parsed keys, a
-// database client.
+// database client. open runs with the resources locked: it must not call
+// Shared or Check itself (register checks after Shared returns).
 func Shared[T any](s *Setup, key string, open func(ctx context.Context, s *Setup) (T, func(context.Context) error, error)) (T, error) {
 	s.res.mu.Lock()
 	defer s.res.mu.Unlock()

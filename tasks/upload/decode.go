@@ -47,6 +47,7 @@ type decoder struct {
 	op     int // index of the operation being decoded, -1 outside
 	maxOps int
 	names  map[string]string // interned field names
+	fields int               // fields of the last data object, a size hint
 }
 
 // decode parses and validates a whole upload body. Nothing about the
@@ -495,6 +496,9 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 		d.pos++
 		return bson.D{}, nil, false, nil
 	}
+	// Rows of a table have the same columns: size for the last one's.
+	out = make(bson.D, 0, min(max(d.fields, 4), 64))
+	defer func() { d.fields = len(out) }()
 	for {
 		kb, err := d.key()
 		if err != nil {
@@ -525,9 +529,6 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 		if more, err := d.more('}'); err != nil {
 			return nil, nil, false, err
 		} else if !more {
-			if out == nil {
-				out = bson.D{}
-			}
 			return out, id, hasID, nil
 		}
 	}

@@ -1,7 +1,6 @@
 package upload
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -35,12 +34,13 @@ func TestInitRefuses(t *testing.T) {
 		}
 		return m
 	}
-	tests := []struct {
+	type initCase struct {
 		name   string
 		prod   bool
 		vars   map[string]string
 		errHas string
-	}{
+	}
+	tests := []initCase{
 		{"auth off in production", true, map[string]string{"UPLOAD_AUTH": "off"}, "UPLOAD_AUTH=off is refused in a production deployment"},
 		{"no MONGO_URI in production", true, map[string]string{"MONGO_URI": "<unset>"}, "a production deployment needs a MongoDB server"},
 		{"auth without POWERSYNC_URL", false, map[string]string{"POWERSYNC_URL": "<unset>"}, "POWERSYNC_URL is unset"},
@@ -57,12 +57,7 @@ func TestInitRefuses(t *testing.T) {
 		{"invalid URI", false, map[string]string{"MONGO_URI": "mysql://u:hunter22@db/x"}, "MONGO_URI is not a valid MongoDB connection string"},
 	}
 	if !storetest.Real() {
-		tests = append(tests, struct {
-			name   string
-			prod   bool
-			vars   map[string]string
-			errHas string
-		}{"transactions on FerretDB", false, map[string]string{"UPLOAD_TRANSACTIONS": "true"}, "does not support transactions"})
+		tests = append(tests, initCase{"transactions on FerretDB", false, map[string]string{"UPLOAD_TRANSACTIONS": "true"}, "does not support transactions"})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,5 +214,4 @@ func TestUnavailable(t *testing.T) {
 			t.Errorf("document %v", got)
 		}
 	})
-	_ = context.Background
 }

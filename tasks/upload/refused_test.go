@@ -3,6 +3,7 @@ package upload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -75,7 +76,7 @@ func TestRefused(t *testing.T) {
 		`{"op":"PUT","table":"lists","id":"a","data":{"name":"A","owner_id":"u1","created_at":"2024-05-01T10:00:00.5Z"}},` +
 		`{"op":"PATCH","table":"lists","id":"a","data":{"owner_id":"u2"}},` +
 		`{"op":"PATCH","table":"lists","id":"a","data":{"name":"B"}}]}`
-	tests := []struct {
+	type refusedCase struct {
 		name     string
 		vars     map[string]string
 		hook     Hook
@@ -86,7 +87,8 @@ func TestRefused(t *testing.T) {
 		deadColl string // "": _powersync_refused
 		errHas   string
 		check    func(t *testing.T, db *mongo.Database)
-	}{
+	}
+	tests := []refusedCase{
 		{
 			name:    "collection outside the allow-list",
 			vars:    map[string]string{"UPLOAD_ALLOW": "lists, todos"},
@@ -236,6 +238,34 @@ func TestRefused(t *testing.T) {
 			},
 		},
 	}
+	// A batch larger than one write command to FerretDB, with a refused
+	// document in a later command.
+	var big strings.Builder
+	big.WriteString(`{"batch":[`)
+	for i := 0; i < 250; i++ {
+		if i > 0 {
+			big.WriteString(",")
+		}
+		email := fmt.Sprintf("e%d", i)
+		if i == 180 {
+			email = "e10"
+		}
+		fmt.Fprintf(&big, `{"op":"PUT","table":"lists","id":"id%d","data":{"email":%q}}`, i, email)
+	}
+	big.WriteString(`]}`)
+	tests = append(tests, refusedCase{
+		name:    "a refused document in a batch of 250",
+		setup:   tests[len(tests)-1].setup,
+		batch:   big.String(),
+		status:  200,
+		refused: []refusedOp{{180, "the database refused the write: E11000 duplicate key"}},
+		check: func(t *testing.T, db *mongo.Database) {
+			got := docs(t, db, "lists")
+			if len(got) != 249 || got["id180"] != nil || got["id249"]["email"] != "e249" {
+				t.Errorf("%d lists, want 249 without id180", len(got))
+			}
+		},
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHost(t, tc.hook, tc.vars)
@@ -356,5 +386,18 @@ func TestTransactions(t *testing.T) {
 	}
 	if recs := deadLetterDocs(t, db, DefaultRefusedCol); len(recs) != 1 || recs[0]["attempts"] != int32(2) {
 		t.Errorf("dead letters %v", recs)
+	}
+}
+
+// TestDeadLetterCollectionIsNotWritable refuses client writes to a
+// configured dead-letter collection.
+func TestDeadLetterCollectionIsNotWritable(t *testing.T) {
+	h := newHost(t, nil, map[string]string{"UPLOAD_REFUSED_COLLECTION": "rejects"})
+	status, m, _ := h.post(t, `{"batch":[{"op":"PUT","table":"lists","id":"a","data":{}},{"op":"DELETE","table":"rejects","id":"x"}]}`)
+	if status != 400 || m["op_index"] != float64(1) || !strings.Contains(m["error"].(string), "dead-letter collection") {
+		t.Errorf("status %d: %v", status, m)
+	}
+	if d := dump(t, h.db); len(d) != 0 {
+		t.Errorf("wrote %v", d)
 	}
 }

@@ -39,6 +39,12 @@ const (
 	DefaultRefusedCol = "_powersync_refused"
 )
 
+// ferretBatch bounds the statements of one write command sent to FerretDB:
+// its update command holds every statement's query open to the end, and
+// 1000 upserts of existing documents in one command take minutes instead of
+// one second in commands of 100.
+const ferretBatch = 100
+
 // Hook is the shape of Customise.
 type Hook func(ctx context.Context, req *Request, op *Op) error
 
@@ -275,6 +281,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	if err != nil {
 		return clientError(err)
 	}
+	for i := range ops {
+		if ops[i].Collection == t.refused {
+			return runtime.BadRequest("batch[%d]: table %s is not allowed: it is the dead-letter collection", i, quoteShort(t.refused)).With("op_index", i)
+		}
+	}
 	user, _ := env.Subject.(string)
 	req := &Request{User: user, ID: env.ID, Log: env.Log, Deployment: env.Deployment}
 	ctx := r.Context()
@@ -300,7 +311,7 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 				}
 				return fmt.Errorf("upload: Customise, batch[%d]: %w", i, err)
 			}
-			if err := checkHooked(&op, ops[i].Index); err != nil {
+			if err := t.checkHooked(&op, ops[i].Index); err != nil {
 				return fmt.Errorf("upload: Customise, batch[%d]: %w", i, err)
 			}
 		}
@@ -319,7 +330,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	if t.txn {
 		dbRefused, err = t.writeTxn(ctx, colls, refused, ops, bodyKey, req)
 	} else {
-		dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls)
+		maxBatch := 0
+		if t.store.FerretDB(ctx) {
+			maxBatch = ferretBatch
+		}
+		dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, maxBatch)
 		if err == nil && !(t.strict && len(dbRefused) > 0) {
 			all := slices.Concat(refused, refusalsOf(dbRefused))
 			err = deadLetters(ctx, t.db.Collection(t.refused, t.collOpts), all, ops, bodyKey, user, env.ID, time.Now().UTC())
@@ -354,8 +369,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 }
 
 // checkHooked re-checks what Customise may have broken.
-func checkHooked(op *Op, index int) error {
+func (t *task) checkHooked(op *Op, index int) error {
 	op.Index = index
+	if op.Collection == t.refused {
+		return errors.New("writes to the dead-letter collection")
+	}
 	switch op.Kind {
 	case Put, Patch, Delete:
 	default:

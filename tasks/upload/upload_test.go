@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -340,8 +339,6 @@ func TestObjectIDFilterUsesObjectID(t *testing.T) {
 		t.Errorf("%d documents, want 1 (a string _id would make a second one)", n)
 	}
 }
-
-var _ = mongo.ErrNoDocuments
 
 // TestValueTypes checks the BSON types that JSON numbers become.
 func TestValueTypes(t *testing.T) {

@@ -245,13 +245,32 @@ func writeErrors(err error) ([]mongo.BulkWriteError, bool) {
 }
 
 // writeCollection makes a collection's writes in one bulk write (at most
-// one update and one delete command). When the server refuses some
-// documents, each write is made again alone to learn which: servers differ
-// in how they report the index of a failed statement (FerretDB stops at the
-// first and reports index 0), and every write is idempotent.
-func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites) ([]dbRefusal, error) {
-	models := make([]mongo.WriteModel, 0, len(cw.writes))
-	for _, w := range cw.writes {
+// one update and one delete command), or in bulk writes of at most maxBatch
+// writes when maxBatch > 0. When the server refuses some documents, each
+// write of that bulk write is made again alone to learn which: servers
+// differ in how they report the index of a failed statement (FerretDB stops
+// at the first and reports index 0), and every write is idempotent.
+func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites, maxBatch int) ([]dbRefusal, error) {
+	var refused []dbRefusal
+	writes := cw.writes
+	for len(writes) > 0 {
+		n := len(writes)
+		if maxBatch > 0 && n > maxBatch {
+			n = maxBatch
+		}
+		r, err := writeChunk(ctx, coll, writes[:n])
+		if err != nil {
+			return nil, err
+		}
+		refused = append(refused, r...)
+		writes = writes[n:]
+	}
+	return refused, nil
+}
+
+func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite) ([]dbRefusal, error) {
+	models := make([]mongo.WriteModel, 0, len(writes))
+	for _, w := range writes {
 		if m := w.model(); m != nil {
 			models = append(models, m)
 		}
@@ -267,7 +286,7 @@ func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites
 		return nil, err
 	}
 	var refused []dbRefusal
-	for _, w := range cw.writes {
+	for _, w := range writes {
 		m := w.model()
 		if m == nil {
 			continue
@@ -286,9 +305,9 @@ func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites
 }
 
 // writeAll makes every collection's writes, collections in parallel.
-func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites) ([]dbRefusal, error) {
+func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch int) ([]dbRefusal, error) {
 	if len(colls) == 1 {
-		return writeCollection(ctx, db.Collection(colls[0].name, collOpts), colls[0])
+		return writeCollection(ctx, db.Collection(colls[0].name, collOpts), colls[0], maxBatch)
 	}
 	var (
 		wg      sync.WaitGroup
@@ -302,7 +321,7 @@ func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.Collect
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw)
+			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch)
 			mu.Lock()
 			defer mu.Unlock()
 			refused = append(refused, r...)

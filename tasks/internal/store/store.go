@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -52,6 +53,12 @@ const DevDatabase = "powersync"
 // well before the request's deadline.
 const DefaultServerSelectionTimeout = 5 * time.Second
 
+// DefaultConnectTimeout bounds opening one connection when the URI does not
+// say (the driver's default is 30 s): connections opened while the network
+// to the database dropped packets otherwise hold the pool's connecting slots
+// for that long after it heals (seen in the reliability tests).
+const DefaultConnectTimeout = 10 * time.Second
+
 // Vars are the deployment variables Open reads, for a task's Vars.
 var Vars = []runtime.Var{
 	{Name: VarURI, Optional: true, Secret: true,
@@ -68,7 +75,15 @@ type Store struct {
 	devDir   string // the development store's folder; "" when MONGO_URI is used
 	stop     func()
 	unacked  bool // the connection string asks for unacknowledged writes (w=0)
+	flavor   atomic.Int32
 }
+
+// Server flavors, as learnt from buildInfo.
+const (
+	flavorUnknown int32 = iota
+	flavorMongoDB
+	flavorFerretDB
+)
 
 // Client returns the pooled client.
 func (st *Store) Client() *mongo.Client { return st.client }
@@ -84,6 +99,29 @@ func (st *Store) URI() string { return st.redacted }
 // unacknowledged writes (w=0), which a task that must only answer once its
 // writes are acknowledged has to override or refuse.
 func (st *Store) Unacknowledged() bool { return st.unacked }
+
+// FerretDB reports whether the server is FerretDB (the development store,
+// or one that MONGO_URI names), which needs gentler handling: its update
+// command slows down steeply with the number of statements. It asks the
+// server once; while the server cannot be reached it answers false.
+func (st *Store) FerretDB(ctx context.Context) bool {
+	switch st.flavor.Load() {
+	case flavorMongoDB:
+		return false
+	case flavorFerretDB:
+		return true
+	}
+	var info bson.M
+	if err := st.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return false
+	}
+	f := flavorMongoDB
+	if _, ok := info["ferretdbVersion"]; ok {
+		f = flavorFerretDB
+	}
+	st.flavor.Store(f)
+	return f == flavorFerretDB
+}
 
 // Embedded reports whether this is the embedded development store.
 func (st *Store) Embedded() bool { return st.devDir != "" }
@@ -145,6 +183,9 @@ func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) 
 		if !cs.ServerSelectionTimeoutSet {
 			opts.SetServerSelectionTimeout(DefaultServerSelectionTimeout)
 		}
+		if !cs.ConnectTimeoutSet {
+			opts.SetConnectTimeout(DefaultConnectTimeout)
+		}
 		if err := ValidDatabaseName(dbName); err != nil {
 			return nil, nil, err
 		}
@@ -180,6 +221,7 @@ func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) 
 			return nil, nil, fmt.Errorf("connecting to the development store: %w", err)
 		}
 		st.client, st.devDir, st.stop, st.redacted = c, dir, stop, devURI
+		st.flavor.Store(flavorFerretDB)
 		s.Log.Warn().Str("dir", dir).Str("uri", devURI).Str("database", dbName).
 			Msgf("DEVELOPMENT STORE: %s is unset, so writes go to an embedded FerretDB (SQLite files in %s), not to MongoDB; set %s to use a real server. Never used in production.", VarURI, dir, VarURI)
 	}
