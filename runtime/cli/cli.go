@@ -148,6 +148,22 @@ func parse(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 	return pos, nil
 }
 
+// command parses a command's flags (flags declares its own; --root is
+// common to all) and opens the project.
+func (a App) command(name string, args []string, want int, flags func(*flag.FlagSet)) (*project, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	root := fs.String("root", "", "project folder")
+	if flags != nil {
+		flags(fs)
+	}
+	pos, err := parse(fs, args, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := a.project(*root)
+	return p, pos, err
+}
+
 // findRoot returns dir if set, else the nearest folder above the working
 // directory that holds deployments/.
 func findRoot(dir string) (string, error) {
@@ -216,14 +232,10 @@ func (a App) signalContext() (context.Context, context.CancelFunc) {
 }
 
 func (a App) deploy(args []string) (err error) {
-	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
-	listen := fs.String("listen", "", "HOST:PORT to serve on (default: the deployment's listen)")
-	root := fs.String("root", "", "project folder")
-	pos, err := parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	p, err := a.project(*root)
+	var listen string
+	p, pos, err := a.command("deploy", args, 1, func(fs *flag.FlagSet) {
+		fs.StringVar(&listen, "listen", "", "HOST:PORT to serve on (default: the deployment's listen)")
+	})
 	if err != nil {
 		return err
 	}
@@ -245,8 +257,8 @@ func (a App) deploy(args []string) (err error) {
 		}
 	}()
 	addr := dep.Listen
-	if *listen != "" {
-		addr = *listen
+	if listen != "" {
+		addr = listen
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -268,15 +280,11 @@ func (a App) deploy(args []string) (err error) {
 }
 
 func (a App) test(args []string) (err error) {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	depName := fs.String("deployment", "testing", "deployment whose variables the run gets")
-	params := fs.String("params", "", "run parameters: JSON, or @file")
-	root := fs.String("root", "", "project folder")
-	pos, err := parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	p, err := a.project(*root)
+	var depName, params string
+	p, pos, err := a.command("test", args, 1, func(fs *flag.FlagSet) {
+		fs.StringVar(&depName, "deployment", "testing", "deployment whose variables the run gets")
+		fs.StringVar(&params, "params", "", "run parameters: JSON, or @file")
+	})
 	if err != nil {
 		return err
 	}
@@ -287,16 +295,16 @@ func (a App) test(args []string) (err error) {
 	if t, _ := only.Lookup(pos[0]); t.Run == nil {
 		return usageErr("task %q has no on-demand entry point; it is served over HTTP (%s /%s)", t.Name, strings.Join(t.Methods(), ", "), t.Name)
 	}
-	raw := []byte(*params)
-	if strings.HasPrefix(*params, "@") {
-		if raw, err = os.ReadFile(strings.TrimPrefix(*params, "@")); err != nil {
+	raw := []byte(params)
+	if strings.HasPrefix(params, "@") {
+		if raw, err = os.ReadFile(strings.TrimPrefix(params, "@")); err != nil {
 			return usageErr("--params: %v", err)
 		}
 	}
 	if len(raw) > 0 && !json.Valid(raw) {
 		return usageErr("--params is not valid JSON")
 	}
-	dep, err := p.load(*depName, a.Environ, only)
+	dep, err := p.load(depName, a.Environ, only)
 	if err != nil {
 		return err
 	}
@@ -326,21 +334,17 @@ func (a App) test(args []string) (err error) {
 }
 
 func (a App) logs(args []string) error {
-	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
-	id := fs.String("run", "", "run id (default: the latest run)")
-	root := fs.String("root", "", "project folder")
-	pos, err := parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	p, err := a.project(*root)
+	var id string
+	p, pos, err := a.command("logs", args, 1, func(fs *flag.FlagSet) {
+		fs.StringVar(&id, "run", "", "run id (default: the latest run)")
+	})
 	if err != nil {
 		return err
 	}
 	if _, err := p.reg.Lookup(pos[0]); err != nil {
 		return usageErr("%v", err)
 	}
-	rec, err := runtime.LoadRecord(p.stateDir(), pos[0], *id)
+	rec, err := runtime.LoadRecord(p.stateDir(), pos[0], id)
 	if err != nil {
 		return err
 	}
@@ -349,13 +353,7 @@ func (a App) logs(args []string) error {
 }
 
 func (a App) env(args []string) error {
-	fs := flag.NewFlagSet("env", flag.ContinueOnError)
-	root := fs.String("root", "", "project folder")
-	pos, err := parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	p, err := a.project(*root)
+	p, pos, err := a.command("env", args, 1, nil)
 	if err != nil {
 		return err
 	}
@@ -404,15 +402,11 @@ func (a App) env(args []string) error {
 }
 
 func (a App) tasks(args []string) error {
-	fs := flag.NewFlagSet("tasks", flag.ContinueOnError)
-	_ = fs.String("root", "", "project folder")
-	if _, err := parse(fs, args, 0); err != nil {
+	p, _, err := a.command("tasks", args, 0, nil)
+	if err != nil {
 		return err
 	}
-	reg, err := runtime.NewRegistry(a.Tasks...)
-	if err != nil {
-		return fmt.Errorf("the tasks are not valid:\n%w", err)
-	}
+	reg := p.reg
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSERVES\tVARIABLES\tDESCRIPTION")
 	for _, t := range reg.Tasks() {
