@@ -540,6 +540,13 @@ func TestReliabilityDatabaseOutage(t *testing.T) {
 	}
 	f.verify(ctx, st.db())
 
+	// Operators see the outage in /metrics.
+	m := relMetrics(t, srv.url)
+	if m[relSeries("upload_database_errors_total", "deployment", "testing", "kind", "unavailable")] < 1 ||
+		m[relSeries("upload_operations_total", "deployment", "testing", "outcome", "unavailable")] < 1 {
+		t.Errorf("/metrics does not count the outage's database errors and the operations answered 503")
+	}
+
 	rs := f.Results()
 	var noRetryAfter int
 	for _, r := range rs {

@@ -96,6 +96,7 @@ type task struct {
 	audience  string
 	keys      *keys.Set
 	counter   *runtime.Counter
+	dbErrors  *runtime.Counter
 }
 
 func (t *task) init(ctx context.Context, s *runtime.Setup) error {
@@ -213,7 +214,10 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 			return fmt.Errorf("%s=true, but %s does not support transactions (they need a replica set or a sharded cluster)", VarTransactions, what)
 		}
 	}
-	t.counter = s.Counter("upload_operations_total", "Operations received by upload, by outcome.", "outcome")
+	t.counter = s.Counter("upload_operations_total",
+		"Operations received by upload, by outcome: applied, refused (dead-lettered or strict), unavailable (answered 503; the client sends them again).", "outcome")
+	t.dbErrors = s.Counter("upload_database_errors_total",
+		"Failed database writes of upload, by kind: unavailable (temporary: unreachable, timeout, election) or other.", "kind")
 
 	ev := s.Log.Info()
 	if !t.auth {
@@ -345,8 +349,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 			return err
 		}
 		if transient(err) {
+			t.dbErrors.Add("unavailable", 1)
+			t.counter.Add("unavailable", int64(len(ops)))
 			return runtime.Unavailable(5, err, "the database is unavailable: retry the batch")
 		}
+		t.dbErrors.Add("other", 1)
 		return err
 	}
 	refused = append(refused, refusalsOf(dbRefused)...)
