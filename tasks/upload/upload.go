@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -39,11 +40,13 @@ const (
 	DefaultRefusedCol = "_powersync_refused"
 )
 
-// ferretBatch bounds the statements of one write command sent to FerretDB:
-// its update command holds every statement's query open to the end, and
-// 1000 upserts of existing documents in one command take minutes instead of
-// one second in commands of 100.
-const ferretBatch = 100
+// ferretBatch bounds the statements of one write command sent to FerretDB
+// (the development store): its update command holds one pooled SQLite
+// connection per matching statement until the command ends, from a pool of
+// 100, so that a command of 100 replacements of existing documents waits
+// for itself forever and wedges the store. Its writes therefore go in
+// commands of 32, one command at a time in the whole process (ferretMu).
+const ferretBatch = 32
 
 // Hook is the shape of Customise.
 type Hook func(ctx context.Context, req *Request, op *Op) error
@@ -97,6 +100,7 @@ type task struct {
 	keys      *keys.Set
 	counter   *runtime.Counter
 	dbErrors  *runtime.Counter
+	ferretMu  sync.Mutex // FerretDB's writes, one command at a time
 }
 
 func (t *task) init(ctx context.Context, s *runtime.Setup) error {
@@ -334,11 +338,13 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	if t.txn {
 		dbRefused, err = t.writeTxn(ctx, colls, refused, ops, bodyKey, req)
 	} else {
-		maxBatch := 0
 		if t.store.FerretDB(ctx) {
-			maxBatch = ferretBatch
+			t.ferretMu.Lock()
+			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, ferretBatch)
+			t.ferretMu.Unlock()
+		} else {
+			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, 0)
 		}
-		dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, maxBatch)
 		if err == nil && !(t.strict && len(dbRefused) > 0) {
 			all := slices.Concat(refused, refusalsOf(dbRefused))
 			err = deadLetters(ctx, t.db.Collection(t.refused, t.collOpts), all, ops, bodyKey, user, env.ID, time.Now().UTC())
@@ -523,7 +529,7 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	size := r.ContentLength
-	if size < 0 || size > 1<<20 {
+	if size < 0 || size > 64<<20 { // the host refuses bodies over its limit
 		size = 64 << 10
 	}
 	buf := make([]byte, 0, size+1)

@@ -304,10 +304,19 @@ func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite)
 	return refused, nil
 }
 
-// writeAll makes every collection's writes, collections in parallel.
+// writeAll makes every collection's writes, collections in parallel, or one
+// after the other when maxBatch > 0 (FerretDB: see ferretBatch).
 func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch int) ([]dbRefusal, error) {
-	if len(colls) == 1 {
-		return writeCollection(ctx, db.Collection(colls[0].name, collOpts), colls[0], maxBatch)
+	if len(colls) == 1 || maxBatch > 0 {
+		var refused []dbRefusal
+		for _, cw := range colls {
+			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch)
+			refused = append(refused, r...)
+			if err != nil {
+				return refused, fmt.Errorf("collection %s: %w", cw.name, err)
+			}
+		}
+		return refused, nil
 	}
 	var (
 		wg      sync.WaitGroup
