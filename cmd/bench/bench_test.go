@@ -1,0 +1,524 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func ms(v ...int) []time.Duration {
+	out := make([]time.Duration, len(v))
+	for i, x := range v {
+		out[i] = time.Duration(x) * time.Millisecond
+	}
+	return out
+}
+
+func TestPercentile(t *testing.T) {
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[99-i] = time.Duration(i+1) * time.Millisecond // 100..1, unsorted
+	}
+	tests := []struct {
+		name string
+		lat  []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one sample", ms(7), 50, 7 * time.Millisecond},
+		{"one sample p99", ms(7), 99, 7 * time.Millisecond},
+		{"p50 of 1..100", hundred, 50, 50 * time.Millisecond},
+		{"p99 of 1..100", hundred, 99, 99 * time.Millisecond},
+		{"p100 of 1..100", hundred, 100, 100 * time.Millisecond},
+		{"p1 of 1..100", hundred, 1, 1 * time.Millisecond},
+		{"p50 of four", ms(4, 1, 3, 2), 50, 2 * time.Millisecond},
+		{"p99 of four", ms(4, 1, 3, 2), 99, 4 * time.Millisecond},
+		{"p50 of three", ms(30, 10, 20), 50, 20 * time.Millisecond},
+		{"tiny p", ms(30, 10, 20), 0.001, 10 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lat := append([]time.Duration(nil), tt.lat...)
+			if got := percentile(lat, tt.p); got != tt.want {
+				t.Errorf("percentile(%v, %v) = %v, want %v", tt.lat, tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRowVerdict(t *testing.T) {
+	tests := []struct {
+		name   string
+		row    Row
+		ratio  float64 // NaN: none
+		target string
+		want   int
+	}{
+		{"ratio met", Row{Rate: 90, Limit: 100, MinRatio: 0.85}, 0.9, ">= 0.85", Pass},
+		{"ratio exactly met", Row{Rate: 85, Limit: 100, MinRatio: 0.85}, 0.85, ">= 0.85", Pass},
+		{"ratio missed", Row{Rate: 84, Limit: 100, MinRatio: 0.85}, 0.84, ">= 0.85", Miss},
+		{"ratio above 1", Row{Rate: 120, Limit: 100, MinRatio: 0.8}, 1.2, ">= 0.8", Pass},
+		{"error never passes", Row{Rate: 100, Limit: 100, MinRatio: 0.8, Err: "boom"}, 1, ">= 0.8", Miss},
+		{"no limit, ratio target", Row{Rate: 100, MinRatio: 0.8}, math.NaN(), ">= 0.8", Miss},
+		{"no target", Row{Rate: 5, Limit: 10}, 0.5, "", NoTarget},
+		{"rate met", Row{Rate: 600_000, Unit: "ops/s/core", MinRate: 500_000}, math.NaN(), ">= 500k ops/s/core", Pass},
+		{"rate missed", Row{Rate: 499_999, Unit: "ops/s/core", MinRate: 500_000}, math.NaN(), ">= 500k ops/s/core", Miss},
+		{"ten times", Row{Rate: 10_000, Limit: 1_000, MinRatio: 10}, 10, ">= 10", Pass},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tt.row.Ratio()
+			if math.IsNaN(tt.ratio) != math.IsNaN(r) || (!math.IsNaN(r) && math.Abs(r-tt.ratio) > 1e-9) {
+				t.Errorf("Ratio() = %v, want %v", r, tt.ratio)
+			}
+			if got := tt.row.Target(); got != tt.target {
+				t.Errorf("Target() = %q, want %q", got, tt.target)
+			}
+			if got := tt.row.Verdict(); got != tt.want {
+				t.Errorf("Verdict() = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFormat(t *testing.T) {
+	tests := []struct{ got, want any }{
+		{human(0), "-"},
+		{human(math.NaN()), "-"},
+		{human(1.234), "1.23"},
+		{human(12.34), "12.3"},
+		{human(999), "999"},
+		{human(1500), "1.50k"},
+		{human(18_900), "18.9k"},
+		{human(250_000), "250k"},
+		{human(2_500_000), "2.50M"},
+		{dur(0), "-"},
+		{dur(500 * time.Nanosecond), "500ns"},
+		{dur(1500 * time.Nanosecond), "1.50µs"},
+		{dur(72400 * time.Nanosecond), "72.4µs"},
+		{dur(1550 * time.Microsecond), "1.55ms"},
+		{dur(30 * time.Second), "30.0s"},
+		{ratioText(0.8123), "0.81"},
+		{ratioText(math.NaN()), "-"},
+		{mb(40 << 20), "40.0 MiB"},
+		{oneLine("a\nb  c\n"), "a b c"},
+		{len(oneLine(strings.Repeat("x", 400))) == 303, true},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestTables(t *testing.T) {
+	rows := []Row{
+		{Path: "GET /jwks", Rate: 15000, P50: time.Millisecond, P99: 5 * time.Millisecond, Limit: 20000, LimitName: "bare", MinRatio: 0.85, Note: "a|b"},
+		{Path: "decode", Rate: 700_000, Unit: "ops/s/core", MinRate: 500_000},
+		{Path: "POST /upload x1", Unit: "batch/s", Rate: 100, Limit: 100, Err: "2 of 10 failed"},
+	}
+	metrics := []Metric{{Name: "resident memory idle", Value: "28.0 MiB", Target: "< 40.0 MiB", Verdict: Pass}}
+
+	var md bytes.Buffer
+	writeMarkdown(&md, rows, metrics)
+	lines := strings.Split(strings.TrimSpace(md.String()), "\n")
+	// header, separator, 3 rows, blank, header, separator, 1 metric
+	if len(lines) != 9 {
+		t.Fatalf("markdown has %d lines, want 9:\n%s", len(lines), md.String())
+	}
+	wantCells := len(rowHeader)
+	for i, l := range append(lines[:5:5], lines[6:]...) {
+		if !strings.HasPrefix(l, "|") || !strings.HasSuffix(l, "|") {
+			t.Errorf("line %d is not a table row: %q", i, l)
+		}
+		if i < 5 {
+			if n := strings.Count(strings.ReplaceAll(l, `\|`, ""), "|") - 1; n != wantCells {
+				t.Errorf("line %d has %d cells, want %d: %q", i, n, wantCells, l)
+			}
+		}
+	}
+	for _, want := range []string{
+		"| GET /jwks | 15.0k req/s | 1.00ms | 5.00ms | 20.0k | bare | 0.75 | >= 0.85 | MISS | a\\|b |",
+		"| decode | 700k ops/s/core | - | - | - | | - | >= 500k ops/s/core | pass | |",
+		"| POST /upload x1 | 100 batch/s | - | - | 100 | | 1.00 | | ERROR | error: 2 of 10 failed |",
+		"| resident memory idle | 28.0 MiB | < 40.0 MiB | pass | |",
+	} {
+		if !strings.Contains(strings.ReplaceAll(md.String(), "|  |", "| |"), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+
+	var txt bytes.Buffer
+	writeText(&txt, rows, metrics)
+	for _, want := range []string{"GET /jwks", "15.0k req/s", "MISS", "ERROR", "resident memory idle", "28.0 MiB"} {
+		if !strings.Contains(txt.String(), want) {
+			t.Errorf("text table lacks %q:\n%s", want, txt.String())
+		}
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	status := "Name:\truntime\nVmPeak:\t 1887560 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\nThreads:\t7\n"
+	m, err := parseStatus([]byte(status))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS != 30720<<10 || m.HWM != 40960<<10 {
+		t.Errorf("parseStatus = %+v, want RSS 30 MiB, HWM 40 MiB", m)
+	}
+	if _, err := parseStatus([]byte("Name:\tx\n")); err == nil {
+		t.Error("parseStatus without VmRSS: no error")
+	}
+
+	// A command name with spaces and parentheses; utime 250, stime 50 ticks.
+	stat := "4242 (odd) name)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 7 0 100 2000000 7000 18446744073709551615"
+	d, err := parseStat([]byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != 300*clockTick {
+		t.Errorf("parseStat = %v, want 3s", d)
+	}
+	if _, err := parseStat([]byte("4242 (x) S 1 2")); err == nil {
+		t.Error("parseStat of a short line: no error")
+	}
+	// The real thing, for this process.
+	if m, err := readMem(os.Getpid()); err != nil || m.RSS <= 0 || m.HWM < m.RSS {
+		t.Errorf("readMem(self) = %+v, %v", m, err)
+	}
+	if _, err := readCPU(os.Getpid()); err != nil {
+		t.Errorf("readCPU(self): %v", err)
+	}
+}
+
+func TestParseDecodeBench(t *testing.T) {
+	out := `goos: linux
+goarch: amd64
+pkg: github.com/taskrun/taskrun/tasks/upload
+BenchmarkDecode/ops=100         	    7940	    148533 ns/op	 237.61 MB/s	    673251 ops/s	  216568 B/op	    1416 allocs/op
+BenchmarkDecode/ops=1000-2      	     762	   1492878 ns/op	 237.66 MB/s	    669847 ops/s	 2036663 B/op	   14016 allocs/op
+BenchmarkDecodeStdlib           	     100	   1000000 ns/op	    1000000 ops/s
+PASS
+`
+	got := parseDecodeBench(out)
+	want := []decodeResult{{100, 148533, 673251}, {1000, 1492878, 669847}}
+	if len(got) != len(want) {
+		t.Fatalf("parseDecodeBench = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("result %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestDecodeBody(t *testing.T) {
+	body := decodeBody()
+	var req struct {
+		Batch []struct{ Op, Table, ID string }
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Fatalf("invalid JSON: %v", err)
+	}
+	if len(req.Batch) != decodeOps {
+		t.Fatalf("%d operations, want %d", len(req.Batch), decodeOps)
+	}
+	for i, op := range req.Batch {
+		if (op.Table == badTable) != (i == decodeOps-1) {
+			t.Errorf("op %d has table %q", i, op.Table)
+		}
+	}
+}
+
+// applied simulates a store: it applies a worker's batches in order and
+// checks the workload's promises.
+func TestWorkload(t *testing.T) {
+	for _, tt := range []struct{ size, maxPatch, batches int }{
+		{1, 0, 57}, {10, 0, 9}, {100, 0, 5}, {100, 16, 5}, {1000, 16, 3}, {1000, 0, 3},
+	} {
+		m := newMix(tt.size, tt.maxPatch)
+		if m.put+m.patch+m.del != m.round || m.patch+m.del > m.put {
+			t.Fatalf("size %d: bad mix %+v", tt.size, m)
+		}
+		if tt.maxPatch > 0 && m.patch > tt.maxPatch {
+			t.Errorf("size %d: %d PATCHes, cap %d", tt.size, m.patch, tt.maxPatch)
+		}
+		docs := map[string]bool{}
+		var applied int64
+		for b := 0; b < tt.batches; b++ {
+			ops := m.batch(3, b, tt.size)
+			if len(ops) != tt.size {
+				t.Fatalf("size %d batch %d: %d ops", tt.size, b, len(ops))
+			}
+			seen := map[string]bool{}
+			for _, op := range ops {
+				if seen[op.id] {
+					t.Fatalf("size %d batch %d: document %s twice", tt.size, b, op.id)
+				}
+				seen[op.id] = true
+				if op.coll != op.n&1 || op.coll < 0 || op.coll > 1 {
+					t.Fatalf("document %d in collection %d", op.n, op.coll)
+				}
+				exists := docs[op.id]
+				switch op.kind {
+				case opPut:
+					if exists {
+						t.Fatalf("size %d batch %d: PUT of existing %s", tt.size, b, op.id)
+					}
+					docs[op.id] = true
+				case opPatch, opDelete:
+					// Only the first round may reach documents never PUT.
+					if !exists && int(applied)/m.round >= 1 {
+						t.Fatalf("size %d batch %d: %s of missing %s (n=%d)", tt.size, b, opNames[op.kind], op.id, op.n)
+					}
+					if op.kind == opDelete {
+						delete(docs, op.id)
+					}
+				}
+				applied++
+			}
+			if got := m.live(applied); got != int64(len(docs)) {
+				t.Fatalf("size %d after %d ops: live() = %d, the store holds %d", tt.size, applied, got, len(docs))
+			}
+		}
+	}
+	if a, b := newMix(100, 0).batch(1, 2, 100), newMix(100, 0).batch(1, 2, 100); a[50] != b[50] {
+		t.Error("batches are not deterministic")
+	}
+}
+
+func TestUploadJSON(t *testing.T) {
+	ops := newMix(10, 0).batch(0, 1, 10)
+	body := appendJSON(nil, ops)
+	var req struct {
+		Batch []struct {
+			Op, Table, ID string
+			Data          map[string]any
+		}
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Fatalf("invalid JSON %s: %v", body, err)
+	}
+	if len(req.Batch) != len(ops) {
+		t.Fatalf("%d operations, want %d", len(req.Batch), len(ops))
+	}
+	for i, got := range req.Batch {
+		op := ops[i]
+		if got.Op != opNames[op.kind] || got.Table != collections[op.coll] || got.ID != op.id {
+			t.Errorf("op %d = %s %s %s, want %s %s %s", i, got.Op, got.Table, got.ID, opNames[op.kind], collections[op.coll], op.id)
+		}
+		switch op.kind {
+		case opPut:
+			// The JSON data and the limit's document hold the same fields.
+			doc := putDoc(op)
+			if len(got.Data) != len(doc)-1 {
+				t.Errorf("op %d: %d fields in JSON, %d in the document", i, len(got.Data), len(doc)-1)
+			}
+			for _, e := range doc[1:] {
+				if _, ok := got.Data[e.Key]; !ok {
+					t.Errorf("op %d: JSON lacks %s", i, e.Key)
+				}
+			}
+		case opPatch:
+			if len(got.Data) != 2 {
+				t.Errorf("op %d: PATCH data %v", i, got.Data)
+			}
+		case opDelete:
+			if got.Data != nil {
+				t.Errorf("op %d: DELETE with data", i)
+			}
+		}
+	}
+	ms := models(ops)
+	if n := len(ms[0]) + len(ms[1]); n != len(ops) {
+		t.Errorf("%d write models, want %d", n, len(ops))
+	}
+
+	big := bigBatch(0, bigBatchBytes, bigOpBytes)
+	if len(big) > bigBatchBytes || len(big) < bigBatchBytes*9/10 {
+		t.Errorf("big batch is %d bytes, want about %d", len(big), bigBatchBytes)
+	}
+	if !json.Valid(big) {
+		t.Error("big batch is not valid JSON")
+	}
+	if bytes.Equal(big[:200], bigBatch(1, bigBatchBytes, bigOpBytes)[:200]) {
+		t.Error("big batches of different rounds have the same ids")
+	}
+}
+
+func TestTokens(t *testing.T) {
+	for _, alg := range algs {
+		t.Run(alg, func(t *testing.T) {
+			key, privB64, pubB64, kid, err := generateKeyPair(alg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range []string{privB64, pubB64} {
+				if strings.ContainsAny(b, "-_") {
+					t.Error("the key is not standard base64")
+				}
+			}
+			pub, _ := decodeStd(pubB64)
+			for _, private := range []string{`"d"`, `"p"`, `"q"`} {
+				if strings.Contains(string(pub), private) {
+					t.Errorf("public JWK holds %s: %s", private, pub)
+				}
+			}
+			priv, _ := decodeStd(privB64)
+			if !strings.Contains(string(priv), `"d"`) || !strings.Contains(string(priv), kid) {
+				t.Errorf("private JWK lacks d or kid: %s", priv)
+			}
+			jwks := []byte(`{"keys":[` + string(pub) + `]}`)
+			s, err := signerFor(alg, kid, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			tok, err := s.token(tokenClaims{Sub: "u1", Aud: audience, Iat: now.Unix(), Exp: now.Unix() + 300})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sub, err := verifyToken(tok, jwks, audience, now); err != nil || sub != "u1" {
+				t.Errorf("verifyToken = %q, %v", sub, err)
+			}
+			bad := map[string]func() (string, []byte, string){
+				"wrong audience": func() (string, []byte, string) { return tok, jwks, "http://elsewhere" },
+				"tampered":       func() (string, []byte, string) { return tamper(tok), jwks, audience },
+				"unknown kid": func() (string, []byte, string) {
+					return tok, bytes.ReplaceAll(jwks, []byte(kid), []byte("powersync-ffffffffff")), audience
+				},
+				"private JWKS": func() (string, []byte, string) { return tok, []byte(`{"keys":[` + string(priv) + `]}`), audience },
+			}
+			for name, f := range bad {
+				tk, js, aud := f()
+				if _, err := verifyToken(tk, js, aud, now); err == nil {
+					t.Errorf("%s: verified", name)
+				}
+			}
+			// A fresh key of the same kind for the limit works too.
+			if ls, err := newStdSigner(alg); err != nil {
+				t.Error(err)
+			} else if _, err := ls.token(tokenClaims{Sub: "u", Aud: audience, Iat: 1, Exp: 2}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func decodeStd(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+
+// tamper changes the token's subject, keeping the signature.
+func tamper(tok string) string {
+	parts := strings.Split(tok, ".")
+	claims, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	claims = bytes.Replace(claims, []byte(`"u1"`), []byte(`"u2"`), 1)
+	parts[1] = b64(claims)
+	return strings.Join(parts, ".")
+}
+
+func TestLoad(t *testing.T) {
+	ctx := context.Background()
+	var calls atomic.Int64
+	do := func(context.Context, int, int) error { calls.Add(1); time.Sleep(time.Millisecond); return nil }
+
+	st := Load{Workers: 4, WarmupN: 4, Duration: time.Hour, Max: 40, Min: 40, Do: do}.Run(ctx)
+	if st.N != 40 || calls.Load() != 44 {
+		t.Errorf("Max/Min 40 with 4 warm-up: N = %d, calls = %d, want 40 and 44", st.N, calls.Load())
+	}
+	calls.Store(0)
+	st = Load{Workers: 2, Duration: 20 * time.Millisecond, Min: 30, Do: do}.Run(ctx)
+	if st.N < 30 {
+		t.Errorf("Min 30: N = %d", st.N)
+	}
+	st = Load{Workers: 3, Duration: 30 * time.Millisecond, Do: func(_ context.Context, w, i int) error {
+		if i%2 == 1 {
+			return os.ErrNotExist
+		}
+		return nil
+	}, CPU: func() time.Duration { return time.Duration(calls.Add(1)) * time.Second }}.Run(ctx)
+	if st.Errors == 0 || st.Errors > st.N || !strings.Contains(st.FirstErr, "not exist") {
+		t.Errorf("errors: %d of %d, first %q", st.Errors, st.N, st.FirstErr)
+	}
+	if st.CPU != time.Second {
+		t.Errorf("CPU = %v, want the difference of two readings, 1s", st.CPU)
+	}
+	if len(st.Lat) != st.N || st.Rate() <= 0 {
+		t.Errorf("%d latencies for %d operations, rate %v", len(st.Lat), st.N, st.Rate())
+	}
+
+	a := Load{Workers: 1, Duration: 30 * time.Millisecond, Do: do}
+	b := Load{Workers: 2, Duration: 30 * time.Millisecond, Do: do}
+	sa, sb := paired(ctx, 3, a, b)
+	if sa.N == 0 || sb.N <= sa.N || sa.Elapsed < 25*time.Millisecond || sa.Elapsed > time.Second {
+		t.Errorf("paired: a %d ops in %v, b %d ops in %v", sa.N, sa.Elapsed, sb.N, sb.Elapsed)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	c, err := parseFlags([]string{"-duration", "2s", "-only", "jwks,token", "-upload-sizes", "1,20"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.duration != 2*time.Second || c.warmup != 333333333 || !c.want("jwks") || c.want("upload") || len(c.uploadSizes) != 2 {
+		t.Errorf("parsed %+v", c)
+	}
+	for _, bad := range [][]string{
+		{"-only", "nope"}, {"-upload-sizes", "15"}, {"-duration", "0s"}, {"extra"}, {"-concurrency", "0"},
+	} {
+		if _, err := parseFlags(bad, &stderr); err == nil {
+			t.Errorf("%v: no error", bad)
+		}
+	}
+}
+
+// TestSmoke builds the benchmark and runs it briefly, end to end, against
+// the real runtime binary. It runs the binary rather than Main in process,
+// so that its helper processes (the store, the bare server) are the real
+// thing and not race-instrumented copies of this test.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and serves the runtime: skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bench")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "bench.md")
+	cmd := exec.Command(bin, "-duration", "200ms", "-startups", "1", "-upload-sizes", "1,10",
+		"-concurrency", "4", "-upload-concurrency", "2", "-out", out)
+	cmd.Env = append(os.Environ(), "TEST_MONGO_URI=") // the embedded store, whatever the environment
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"GET /jwks", "GET /token RS256", "GET /token ES256", "GET /token EdDSA", "EdDSA vs RS256",
+		"POST /upload x1 ", "POST /upload x10 ", "decode+validate, 1000-op batch, in process",
+		"decode+validate, 1000-op batch, in the runtime", "startup to first served request",
+		"resident memory idle", "5 MB batch", "runtime CPU per operation",
+	} {
+		if !strings.Contains(stdout.String(), want) || !strings.Contains(string(md), want) {
+			t.Errorf("output or %s lacks %q\nstdout:\n%s", out, want, stdout.String())
+		}
+	}
+	if strings.Contains(stdout.String(), "ERROR") {
+		t.Errorf("a measurement failed:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+}

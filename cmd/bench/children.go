@@ -1,0 +1,152 @@
+package main
+
+// The benchmark's helper processes: the same binary, re-executed with a
+// subcommand, so that every server runs in its own process.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+var (
+	bareAnnounce  = regexp.MustCompile(`(?m)^bare-server listening (http://127\.0\.0\.1:\d+)`)
+	storeAnnounce = regexp.MustCompile(`(?m)^store listening (mongodb://\S+)`)
+)
+
+// bareSpec is what the bare server returns, whatever the request.
+type bareSpec struct {
+	Status int                 `json:"status"`
+	Header map[string][]string `json:"header"`
+	Body   []byte              `json:"body"`
+}
+
+// bareServer is the jwks limit: a plain net/http server that answers every
+// request with fixed bytes and headers.
+func bareServer(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("bare-server", flag.ContinueOnError)
+	specPath := fs.String("spec", "", "JSON file: status, header, body")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*specPath)
+	if err != nil {
+		return err
+	}
+	var spec bareSpec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return err
+	}
+	if spec.Status == 0 {
+		spec.Status = http.StatusOK
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		for k, v := range spec.Header {
+			hdr[k] = v
+		}
+		w.WriteHeader(spec.Status)
+		w.Write(spec.Body)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	fmt.Fprintf(stdout, "bare-server listening http://%s\n", ln.Addr())
+	return serveUntilDone(srv, ln)
+}
+
+// serveUntilDone serves until SIGTERM/SIGINT or until stdin closes (the
+// benchmark died).
+func serveUntilDone(srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-untilDone():
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(ctx)
+}
+
+func untilDone() <-chan struct{} {
+	done := make(chan struct{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		sig <- syscall.SIGTERM
+	}()
+	go func() {
+		<-sig
+		close(done)
+	}()
+	return done
+}
+
+// storeServer runs the embedded development store (FerretDB on SQLite), the
+// same code `runtime deploy` starts when a development deployment has no
+// MONGO_URI, in its own process.
+func storeServer(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("store", flag.ContinueOnError)
+	dir := fs.String("dir", "", "folder for the SQLite files")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the store to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	stopProfile, err := startCPUProfile(*profile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	if *dir == "" {
+		return errors.New("store: -dir is required")
+	}
+	// As `runtime deploy` does for a development deployment without
+	// MONGO_URI (tasks/internal/store.StartEmbedded, which cmd/ may not
+	// import): FerretDB, SQLite handler, files in dir, no fsync per commit.
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Handler:   "sqlite",
+		SQLiteURL: (&url.URL{Scheme: "file", Path: *dir + "/", RawQuery: "_pragma=synchronous(normal)"}).String(),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = f.Run(ctx)
+	}()
+	fmt.Fprintf(stdout, "store listening %s\n", f.MongoDBURI())
+	<-untilDone()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		return errors.New("the store did not stop within 15s")
+	}
+	return nil
+}
