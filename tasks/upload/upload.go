@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -45,8 +44,12 @@ const (
 // connection per matching statement until the command ends, from a pool of
 // 100, so that a command of 100 replacements of existing documents waits
 // for itself forever and wedges the store. Its writes therefore go in
-// commands of 32, one command at a time in the whole process (ferretMu).
-const ferretBatch = 32
+// commands of 16, at most ferretSlots batches at a time in the process
+// (64 connections at most, leaving room for reads and dead letters).
+const (
+	ferretBatch = 16
+	ferretSlots = 4
+)
 
 // Hook is the shape of Customise.
 type Hook func(ctx context.Context, req *Request, op *Op) error
@@ -57,7 +60,7 @@ func Task() runtime.Task { return New(Customise) }
 // New returns the upload task with hook as its customisation point (nil:
 // none).
 func New(hook Hook) runtime.Task {
-	t := &task{hook: hook}
+	t := &task{hook: hook, ferret: make(chan struct{}, ferretSlots)}
 	vars := []runtime.Var{
 		{Name: VarAudience, Optional: true, Help: "the PowerSync service URL: the audience tokens must name (required unless UPLOAD_AUTH=off)"},
 		{Name: VarAuth, Optional: true, Help: "on (default): callers need a token from /token; off: anyone may write (development only)"},
@@ -100,7 +103,7 @@ type task struct {
 	keys      *keys.Set
 	counter   *runtime.Counter
 	dbErrors  *runtime.Counter
-	ferretMu  sync.Mutex // FerretDB's writes, one command at a time
+	ferret    chan struct{} // FerretDB's write slots (ferretSlots)
 }
 
 func (t *task) init(ctx context.Context, s *runtime.Setup) error {
@@ -339,9 +342,14 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 		dbRefused, err = t.writeTxn(ctx, colls, refused, ops, bodyKey, req)
 	} else {
 		if t.store.FerretDB(ctx) {
-			t.ferretMu.Lock()
+			select {
+			case t.ferret <- struct{}{}:
+			case <-ctx.Done():
+				t.counter.Add("unavailable", int64(len(ops)))
+				return runtime.Unavailable(5, ctx.Err(), "the database is busy: retry the batch")
+			}
 			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, ferretBatch)
-			t.ferretMu.Unlock()
+			<-t.ferret
 		} else {
 			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, 0)
 		}
