@@ -214,7 +214,7 @@ func setUp(c config, tmp string, out io.Writer) (*target, error) {
 	}
 
 	// A project with the chosen deployment, the store and fresh keys.
-	root, err := findRoot(c.root)
+	root, err := cli.FindRoot(c.root)
 	if err != nil {
 		return fail(err)
 	}
@@ -301,24 +301,6 @@ func databaseOf(uri string) string {
 		return ""
 	}
 	return strings.Trim(u.Path, "/")
-}
-
-func findRoot(dir string) (string, error) {
-	if dir != "" {
-		return filepath.Abs(dir)
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if st, err := os.Stat(filepath.Join(d, "deployments")); err == nil && st.IsDir() {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no deployments/ folder in %s or above it (use -root)", wd)
-		}
-	}
 }
 
 func tail(b []byte, n int) string {

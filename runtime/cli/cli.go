@@ -164,9 +164,9 @@ func (a App) command(name string, args []string, want int, flags func(*flag.Flag
 	return p, pos, err
 }
 
-// findRoot returns dir if set, else the nearest folder above the working
+// FindRoot returns dir if set, else the nearest folder above the working
 // directory that holds deployments/.
-func findRoot(dir string) (string, error) {
+func FindRoot(dir string) (string, error) {
 	if dir != "" {
 		return filepath.Abs(dir)
 	}
@@ -191,7 +191,7 @@ type project struct {
 }
 
 func (a App) project(root string) (*project, error) {
-	r, err := findRoot(root)
+	r, err := FindRoot(root)
 	if err != nil {
 		return nil, err
 	}

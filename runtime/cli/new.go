@@ -35,7 +35,7 @@ func (a App) newTask(args []string) error {
 	case token.IsKeyword(name) || name == "main":
 		return usageErr("task name %q cannot name a Go package that tasks/all.go imports", name)
 	}
-	r, err := findRoot(*root)
+	r, err := FindRoot(*root)
 	if err != nil {
 		return err
 	}
