@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -161,4 +162,51 @@ func Console(w io.Writer) io.Writer {
 	f, ok := w.(*os.File)
 	color := ok && isatty.IsTerminal(f.Fd())
 	return zerolog.ConsoleWriter{Out: w, NoColor: !color, TimeFormat: time.TimeOnly, FieldsExclude: []string{"task", "run_id"}}
+}
+
+// BufferedWriter batches writes to an underlying writer, which is flushed
+// when size bytes are pending, every interval, and on Close: one write
+// system call per batch of log lines instead of one per request. A crash
+// loses at most one interval of lines.
+type BufferedWriter struct {
+	mu   sync.Mutex
+	w    *bufio.Writer
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewBufferedWriter starts a BufferedWriter over w.
+func NewBufferedWriter(w io.Writer, size int, interval time.Duration) *BufferedWriter {
+	b := &BufferedWriter{w: bufio.NewWriterSize(w, size), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				b.mu.Lock()
+				_ = b.w.Flush()
+				b.mu.Unlock()
+			}
+		}
+	}()
+	return b
+}
+
+func (b *BufferedWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.w.Write(p)
+}
+
+// Close stops the flusher and writes what is pending.
+func (b *BufferedWriter) Close() error {
+	close(b.stop)
+	<-b.done
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.w.Flush()
 }

@@ -16,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
 
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
@@ -244,7 +247,15 @@ func (a App) deploy(args []string) (err error) {
 		return err
 	}
 	defer func() { err = redactErr(err, dep.Secrets()) }()
-	log := runtime.NewLogger(a.Stdout, dep.Secrets())
+	// Not on a terminal, log lines are batched: one write per 100 ms or
+	// 64 KiB instead of one per request.
+	out := a.Stdout
+	if f, ok := out.(*os.File); !ok || !isatty.IsTerminal(f.Fd()) {
+		bw := runtime.NewBufferedWriter(out, 64<<10, 100*time.Millisecond)
+		defer bw.Close()
+		out = bw
+	}
+	log := runtime.NewLogger(out, dep.Secrets())
 	ctx, stop := a.signalContext()
 	defer stop()
 	h, err := runtime.NewHost(ctx, p.reg, dep, runtime.Options{Log: log, StateDir: p.stateDir()})
