@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // TestLargeBatchesOfExistingDocuments replaces hundreds of existing documents
@@ -44,5 +46,29 @@ func TestLargeBatchesOfExistingDocuments(t *testing.T) {
 				t.Fatalf("%s %s = %v, want round 2", coll, id, d)
 			}
 		}
+	}
+}
+
+// TestBatchOverOneCommand: documents over maxChunkBytes in all go in several
+// write commands, every one written.
+func TestBatchOverOneCommand(t *testing.T) {
+	h := newHost(t, nil, nil)
+	big := strings.Repeat("x", 600<<10)
+	var ops []string
+	for i := 0; i < 5; i++ {
+		ops = append(ops, fmt.Sprintf(`{"op":"PUT","table":"files","id":"f%d","data":{"body":%q,"n":%d}}`, i, big, i))
+	}
+	h.mustApply(t, `{"batch":[`+strings.Join(ops, ",")+`]}`)
+	got := docs(t, h.db, "files")
+	if len(got) != 5 {
+		t.Fatalf("%d documents, want 5", len(got))
+	}
+	for id, d := range got {
+		if d["body"] != big {
+			t.Errorf("%s: body of %d bytes, want %d", id, len(fmt.Sprint(d["body"])), len(big))
+		}
+	}
+	if approxSize(bson.D{{Key: "body", Value: big}}) < len(big) {
+		t.Error("approxSize underestimates a string")
 	}
 }

@@ -258,6 +258,16 @@ func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites
 		if maxBatch > 0 && n > maxBatch {
 			n = maxBatch
 		}
+		// At most about maxChunkBytes of documents per command, so that the
+		// driver's buffers for a large batch stay small.
+		size := 0
+		for i := 0; i < n; i++ {
+			size += approxSize(writes[i].data)
+			if size > maxChunkBytes && i > 0 {
+				n = i
+				break
+			}
+		}
 		r, err := writeChunk(ctx, coll, writes[:n])
 		if err != nil {
 			return nil, err
@@ -383,4 +393,30 @@ func deadLetters(ctx context.Context, coll *mongo.Collection, refused []refusedO
 	}
 	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
 	return err
+}
+
+// maxChunkBytes bounds the documents of one write command.
+const maxChunkBytes = 1 << 20
+
+// approxSize estimates the BSON size of a value.
+func approxSize(v any) int {
+	switch x := v.(type) {
+	case string:
+		return len(x) + 8
+	case bson.D:
+		n := 5
+		for _, e := range x {
+			n += len(e.Key) + 2 + approxSize(e.Value)
+		}
+		return n
+	case bson.A:
+		n := 5
+		for _, e := range x {
+			n += 4 + approxSize(e)
+		}
+		return n
+	case []byte:
+		return len(x) + 8
+	}
+	return 8
 }
