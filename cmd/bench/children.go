@@ -10,17 +10,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
 	"syscall"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/taskrun/taskrun/cmd/internal/mongotest"
 )
 
 var (
@@ -122,29 +120,16 @@ func storeServer(args []string, stdout io.Writer) error {
 	// As `runtime deploy` does for a development deployment without
 	// MONGO_URI (tasks/internal/store.StartEmbedded, which cmd/ may not
 	// import): FerretDB, SQLite handler, files in dir, no fsync per commit.
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
+	st := &mongotest.Store{Addr: "127.0.0.1:0", Dir: *dir, NoSync: true}
+	if err := st.Start(); err != nil {
 		return err
 	}
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Handler:   "sqlite",
-		SQLiteURL: (&url.URL{Scheme: "file", Path: *dir + "/", RawQuery: "_pragma=synchronous(normal)"}).String(),
-	})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = f.Run(ctx)
-	}()
-	fmt.Fprintf(stdout, "store listening %s\n", f.MongoDBURI())
+	fmt.Fprintf(stdout, "store listening %s\n", st.URI(""))
 	<-untilDone()
-	cancel()
+	stopped := make(chan struct{})
+	go func() { st.Stop(); close(stopped) }()
 	select {
-	case <-done:
+	case <-stopped:
 	case <-time.After(15 * time.Second):
 		return errors.New("the store did not stop within 15s")
 	}

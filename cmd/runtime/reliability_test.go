@@ -35,6 +35,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/cmd/internal/mongotest"
 	"github.com/taskrun/taskrun/cmd/soak/load"
 )
 
@@ -48,8 +49,8 @@ const relTestLimit = 55 * time.Second
 // relStore is the database of one test: its own database on the embedded
 // store (or on TEST_MONGO_URI), and a driver client to read it back.
 type relStore struct {
-	store  *load.Store // nil with TEST_MONGO_URI
-	base   *url.URL    // the server's URI, without a database
+	store  *mongotest.Store // nil with TEST_MONGO_URI
+	base   *url.URL         // the server's URI, without a database
 	dbName string
 	client *mongo.Client
 }
@@ -64,7 +65,7 @@ func newRelStore(t *testing.T) *relStore {
 		}
 		s.base = u
 	} else {
-		st, err := load.StartStore("127.0.0.1:0", t.TempDir(), nil)
+		st, err := mongotest.StartStore("127.0.0.1:0", t.TempDir(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

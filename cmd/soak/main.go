@@ -48,6 +48,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/cmd/internal/mongotest"
 	"github.com/taskrun/taskrun/cmd/soak/load"
 	"github.com/taskrun/taskrun/runtime/cli"
 	"github.com/taskrun/taskrun/tasks"
@@ -178,7 +179,7 @@ func setUp(c config, tmp string, out io.Writer) (*target, error) {
 	dbName := "soak_" + strconv.FormatUint(rand.Uint64()%1e9, 10)
 	mongoURI := c.mongoURI
 	if mongoURI == "" && c.url == "" {
-		st, err := load.StartStore("127.0.0.1:0", filepath.Join(tmp, "store"), nil)
+		st, err := mongotest.StartStore("127.0.0.1:0", filepath.Join(tmp, "store"), nil)
 		if err != nil {
 			return fail(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/taskrun/taskrun/cmd/internal/mongotest"
 )
 
 // apply writes ops with the upload contract's semantics, one at a time.
@@ -36,7 +38,7 @@ func apply(t *testing.T, db *mongo.Database, ops []Op) {
 func TestVerifyAndRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := StartStore("127.0.0.1:0", t.TempDir(), nil)
+	st, err := mongotest.StartStore("127.0.0.1:0", t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

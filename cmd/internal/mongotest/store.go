@@ -1,4 +1,4 @@
-package load
+package mongotest
 
 import (
 	"context"
@@ -25,6 +25,9 @@ type Store struct {
 	Dir string
 	// Log receives FerretDB's logs (nil: discarded).
 	Log *slog.Logger
+	// NoSync skips the fsync of each SQLite commit, as the development store
+	// of `runtime deploy` does.
+	NoSync bool
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -63,7 +66,7 @@ func (s *Store) Start() error {
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: s.Addr},
 		Handler:   "sqlite",
-		SQLiteURL: (&url.URL{Scheme: "file", Path: dir + "/"}).String(),
+		SQLiteURL: s.sqliteURL(dir),
 		Logger:    log,
 	})
 	newMu.Unlock()
@@ -104,4 +107,12 @@ func (s *Store) Stop() {
 // URI is the store's connection string naming database db.
 func (s *Store) URI(db string) string {
 	return (&url.URL{Scheme: "mongodb", Host: s.Addr, Path: "/" + db}).String()
+}
+
+func (s *Store) sqliteURL(dir string) string {
+	u := &url.URL{Scheme: "file", Path: dir + "/"}
+	if s.NoSync {
+		u.RawQuery = "_pragma=synchronous(normal)"
+	}
+	return u.String()
 }
