@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/taskrun/taskrun/runtime/runtimetest"
 )
 
 var binary string
@@ -122,27 +124,8 @@ func (r result) must(t testing.TB, code int) result {
 type server struct {
 	cmd  *exec.Cmd
 	url  string
-	logs *syncBuffer
+	logs *runtimetest.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.String()
 }
 
 var urlRE = regexp.MustCompile(`"url":"(http://127\.0\.0\.1:\d+)","time".*"message":"serving`)
@@ -154,7 +137,7 @@ func deploy(t testing.TB, root, dep string, env ...string) *server {
 	cmd := exec.Command(binary, "deploy", dep, "--listen", "127.0.0.1:0", "--root", root)
 	cmd.Dir = root
 	cmd.Env = append(baseEnv(), env...)
-	logs := newSyncBuffer()
+	logs := &runtimetest.Buffer{}
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(logs, pw)
 	cmd.Stderr = logs

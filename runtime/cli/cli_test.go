@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/cli"
+	"github.com/taskrun/taskrun/runtime/runtimetest"
 )
 
 const secretKey = "sk_live_Very5ecretValue"
@@ -96,23 +96,6 @@ func orEmpty(b []byte) []byte {
 	return b
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type result struct {
 	code           int
 	stdout, stderr string
@@ -120,7 +103,7 @@ type result struct {
 
 func run(t *testing.T, tasks []runtime.Task, environ []string, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb runtimetest.Buffer
 	code := cli.Main(cli.App{Args: args, Environ: environ, Stdout: &out, Stderr: &errb, Tasks: tasks})
 	return result{code, out.String(), errb.String()}
 }
@@ -444,7 +427,7 @@ func TestModulePathAndTaskFolders(t *testing.T) {
 
 func TestDeploy(t *testing.T) {
 	root := project(t)
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &runtimetest.Buffer{}, &runtimetest.Buffer{}
 	sig := make(chan os.Signal, 1)
 	done := make(chan int, 1)
 	go func() {
