@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -142,12 +144,12 @@ func (m *metrics) serve(c echo.Context) error {
 		fmt.Fprintf(&b, "runtime_request_duration_seconds_sum{%s} %g\n", lbl, time.Duration(s.sumNS.Load()).Seconds())
 		fmt.Fprintf(&b, "runtime_request_duration_seconds_count{%s} %d\n", lbl, n)
 	}
-	names := sortedKeys(m.counters)
+	names := slices.Sorted(maps.Keys(m.counters))
 	for _, name := range names {
 		ctr := m.counters[name]
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n", name, ctr.help, name)
 		ctr.mu.RLock()
-		for _, v := range sortedKeys(ctr.values) {
+		for _, v := range slices.Sorted(maps.Keys(ctr.values)) {
 			fmt.Fprintf(&b, "%s{deployment=%s,%s=%q} %d\n", name, dep, ctr.label, v, ctr.values[v].Load())
 		}
 		ctr.mu.RUnlock()

@@ -3,8 +3,10 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -73,7 +75,7 @@ func check(t Task) error {
 		if !t.Access.set() {
 			errs = append(errs, errors.New("has HTTP handlers but no Access: use runtime.Public or runtime.Authenticated(fn)"))
 		}
-		for _, m := range sortedKeys(t.HTTP) {
+		for _, m := range slices.Sorted(maps.Keys(t.HTTP)) {
 			if !methods[m] {
 				errs = append(errs, fmt.Errorf("unknown HTTP method %q (want upper case, such as GET)", m))
 			}
@@ -158,20 +160,11 @@ func (r *Registry) Vars() []Var {
 		}
 	}
 	out := make([]Var, 0, len(m))
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, m[k])
 	}
 	return out
 }
 
 // Methods returns a task's HTTP methods, sorted.
-func (t Task) Methods() []string { return sortedKeys(t.HTTP) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func (t Task) Methods() []string { return slices.Sorted(maps.Keys(t.HTTP)) }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -94,7 +96,7 @@ func (r *resources) close(ctx context.Context) error {
 // ready runs every readiness check and returns the failures by name.
 func (r *resources) ready(ctx context.Context) map[string]string {
 	r.mu.Lock()
-	names := sortedKeys(r.checks)
+	names := slices.Sorted(maps.Keys(r.checks))
 	fns := make([]func(context.Context) error, len(names))
 	for i, n := range names {
 		fns[i] = r.checks[n]

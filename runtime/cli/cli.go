@@ -9,10 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -392,7 +394,7 @@ func (a App) env(args []string) error {
 	fmt.Fprintf(a.Stdout, "deployment %s (production: %t, listen: %s)\n", dep.Name, dep.Production, dep.Listen)
 	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tVALUE\tSOURCE\tUSED BY")
-	for _, n := range sortedNames(names) {
+	for _, n := range slices.Sorted(maps.Keys(names)) {
 		v := dep.Var(n)
 		source := v.Source
 		if v.Value == "" {
@@ -444,13 +446,4 @@ func (a App) tasks(args []string) error {
 	}
 	fmt.Fprintln(tw, "\n(VAR? = optional)")
 	return tw.Flush()
-}
-
-func sortedNames(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sortStrings(out)
-	return out
 }

@@ -16,8 +16,6 @@ import (
 	"github.com/taskrun/taskrun/templates"
 )
 
-func sortStrings(s []string) { sort.Strings(s) }
-
 func (a App) newTask(args []string) error {
 	fs := flag.NewFlagSet("new", flag.ContinueOnError)
 	withHTTP := fs.Bool("http", false, "scaffold an HTTP handler too")

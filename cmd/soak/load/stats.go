@@ -2,7 +2,9 @@ package load
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +112,7 @@ func (sn Snapshot) Sub(old Snapshot) Snapshot {
 
 // CountsString lists the counts as "upload 200=10 upload 503=2 ...", sorted.
 func (sn Snapshot) CountsString() string {
-	keys := sortedKeys(sn.Counts)
+	keys := slices.Sorted(maps.Keys(sn.Counts))
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s=%d", strings.ReplaceAll(k, " ", ":"), sn.Counts[k]))

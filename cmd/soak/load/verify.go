@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -81,7 +83,7 @@ func Verify(ctx context.Context, db *mongo.Database, prefixes []string, models .
 		if err != nil {
 			return rep, fmt.Errorf("reading %s: %w", table, err)
 		}
-		for _, id := range sortedKeys(want) {
+		for _, id := range slices.Sorted(maps.Keys(want)) {
 			g, ok := got[id]
 			switch {
 			case !ok:
@@ -94,7 +96,7 @@ func Verify(ctx context.Context, db *mongo.Database, prefixes []string, models .
 				rep.Found++
 			}
 		}
-		for _, id := range sortedKeys(got) {
+		for _, id := range slices.Sorted(maps.Keys(got)) {
 			if _, ok := want[id]; !ok {
 				rep.Extra++
 				rep.diff(Diff{table, id, "unexpected", got[id], nil})
