@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/taskrun/taskrun/cmd/internal/devkeys"
 	"math"
 	"os"
 	"os/exec"
@@ -359,7 +360,7 @@ func TestUploadJSON(t *testing.T) {
 func TestTokens(t *testing.T) {
 	for _, alg := range algs {
 		t.Run(alg, func(t *testing.T) {
-			key, privB64, pubB64, kid, err := generateKeyPair(alg)
+			key, privB64, pubB64, kid, err := devkeys.Generate(alg)
 			if err != nil {
 				t.Fatal(err)
 			}

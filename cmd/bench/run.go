@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/taskrun/taskrun/cmd/internal/devkeys"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
@@ -323,7 +324,7 @@ func (b *bench) writeProject() error {
 		return err
 	}
 	for _, alg := range algs {
-		_, priv, pub, _, err := generateKeyPair(alg)
+		_, priv, pub, _, err := devkeys.Generate(alg)
 		if err != nil {
 			return err
 		}

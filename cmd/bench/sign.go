@@ -5,13 +5,13 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/taskrun/taskrun/cmd/internal/devkeys"
 	goruntime "runtime"
 	"strconv"
 	"time"
@@ -36,31 +36,11 @@ type stdSigner struct {
 
 // newStdSigner generates a fresh key of alg's kind and returns its signer.
 func newStdSigner(alg string) (*stdSigner, error) {
-	key, err := generateKey(alg)
+	key, err := devkeys.NewKey(alg)
 	if err != nil {
 		return nil, err
 	}
 	return signerFor(alg, "powersync-0123456789", key)
-}
-
-// generateKey returns a new private key for alg (RSA with its CRT values
-// precomputed).
-func generateKey(alg string) (crypto.Signer, error) {
-	switch alg {
-	case "RS256":
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			return nil, err
-		}
-		k.Precompute()
-		return k, nil
-	case "ES256":
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "EdDSA":
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		return k, err
-	}
-	return nil, fmt.Errorf("unknown algorithm %q", alg)
 }
 
 // signerFor signs JWTs for alg with key, whose kid is kid.

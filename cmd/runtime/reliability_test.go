@@ -35,6 +35,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/cmd/internal/devkeys"
 	"github.com/taskrun/taskrun/cmd/internal/mongotest"
 	"github.com/taskrun/taskrun/cmd/soak/load"
 )
@@ -120,7 +121,7 @@ var relKeys struct {
 func relProject(t *testing.T, mongoURI, dbName string) string {
 	t.Helper()
 	relKeys.once.Do(func() {
-		relKeys.private, relKeys.public, relKeys.kid, relKeys.err = load.GenerateKeys()
+		_, relKeys.private, relKeys.public, relKeys.kid, relKeys.err = devkeys.Generate("RS256")
 	})
 	if relKeys.err != nil {
 		t.Fatal(relKeys.err)

@@ -48,6 +48,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/cmd/internal/devkeys"
 	"github.com/taskrun/taskrun/cmd/internal/mongotest"
 	"github.com/taskrun/taskrun/cmd/soak/load"
 	"github.com/taskrun/taskrun/runtime/cli"
@@ -227,7 +228,7 @@ func setUp(c config, tmp string, out io.Writer) (*target, error) {
 	if err := os.MkdirAll(filepath.Join(proj, "deployments"), 0o755); err != nil {
 		return fail(err)
 	}
-	priv, pub, kid, err := load.GenerateKeys()
+	_, priv, pub, kid, err := devkeys.Generate("RS256")
 	if err != nil {
 		return fail(err)
 	}
