@@ -25,11 +25,12 @@
 // has their combined effect (PUT then PATCH is one PUT, anything then
 // DELETE is one DELETE, ...). The writes of a batch then touch distinct
 // documents, so each collection's writes go in one bulk write (at most one
-// update and one delete command), collections in parallel. The bulk write is
-// unordered: order between distinct documents carries no meaning, and a
-// document the database refuses must not stop the others (in a transaction
-// it is ordered). Every write is idempotent, so a batch applied twice, or retried after a partial failure,
-// leaves the same data.
+// update and one delete command per ~1 MiB of documents; commands of 16 on
+// FerretDB), collections in parallel (one after the other on FerretDB). The
+// bulk write is unordered: order between distinct documents carries no
+// meaning, and a document the database refuses must not stop the others (in
+// a transaction it is ordered). Every write is idempotent, so a batch
+// applied twice, or retried after a partial failure, leaves the same data.
 //
 // The answer is 200 {"applied": n, "refused": [{"op_index": i, "reason": "..."}]},
 // sent only once the database has acknowledged the writes (with

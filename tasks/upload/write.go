@@ -244,9 +244,9 @@ func writeErrors(err error) ([]mongo.BulkWriteError, bool) {
 	return bwe.WriteErrors, true
 }
 
-// writeCollection makes a collection's writes in one bulk write (at most
-// one update and one delete command), or in bulk writes of at most maxBatch
-// writes when maxBatch > 0. When the server refuses some documents, each
+// writeCollection makes a collection's writes in bulk writes of at most
+// about maxChunkBytes of documents (one update and one delete command each),
+// and of at most maxBatch writes when maxBatch > 0. When the server refuses some documents, each
 // write of that bulk write is made again alone to learn which: servers
 // differ in how they report the index of a failed statement (FerretDB stops
 // at the first and reports index 0), and every write is idempotent.
