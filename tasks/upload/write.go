@@ -210,6 +210,7 @@ func transient(err error) bool {
 
 // transientCodes are server error codes of temporary conditions.
 var transientCodes = []int{
+	1,     // InternalError: FerretDB's answer when it stops in the middle of a command
 	6,     // HostUnreachable
 	7,     // HostNotFound
 	24,    // LockTimeout
