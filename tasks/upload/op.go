@@ -79,6 +79,32 @@ func (op *Op) Remove(field string) {
 	}
 }
 
+// checkValue makes sure the driver can marshal a value that Customise set,
+// before anything is written: documents are marshalled one write command
+// at a time, and a failure there would leave the batch half-written.
+func checkValue(v any) error {
+	switch x := v.(type) {
+	case nil, string, bool, int32, int64, float64:
+		return nil
+	case bson.D:
+		for _, e := range x {
+			if err := checkValue(e.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	case bson.A:
+		for _, e := range x {
+			if err := checkValue(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	_, _, err := bson.MarshalValue(v)
+	return err
+}
+
 // Request describes the upload request that an operation belongs to.
 type Request struct {
 	// User is the verified token's subject ("" when UPLOAD_AUTH=off).

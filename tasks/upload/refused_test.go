@@ -153,11 +153,7 @@ func TestRefused(t *testing.T) {
 			batch:  allowBatch,
 			status: 403,
 			errHas: "todos are read-only",
-			check: func(t *testing.T, db *mongo.Database) {
-				if d := dump(t, db); len(d) != 0 {
-					t.Errorf("wrote %v", d)
-				}
-			},
+			check:  wroteNothing,
 		},
 		{
 			name: "Customise failing otherwise is a 500, nothing written",
@@ -170,11 +166,7 @@ func TestRefused(t *testing.T) {
 			batch:  allowBatch,
 			status: 500,
 			errHas: "internal error",
-			check: func(t *testing.T, db *mongo.Database) {
-				if d := dump(t, db); len(d) != 0 {
-					t.Errorf("wrote %v", d)
-				}
-			},
+			check:  wroteNothing,
 		},
 		{
 			name: "Customise producing a hostile operation is a 500",
@@ -185,11 +177,20 @@ func TestRefused(t *testing.T) {
 			batch:  allowBatch,
 			status: 500,
 			errHas: "internal error",
-			check: func(t *testing.T, db *mongo.Database) {
-				if d := dump(t, db); len(d) != 0 {
-					t.Errorf("wrote %v", d)
+			check:  wroteNothing,
+		},
+		{
+			name: "Customise setting a value the driver cannot marshal is a 500, nothing written",
+			hook: func(ctx context.Context, req *Request, op *Op) error {
+				if op.Index == 2 {
+					op.Set("nested", bson.D{{Key: "ch", Value: make(chan int)}})
 				}
+				return nil
 			},
+			batch:  allowBatch,
+			status: 500,
+			errHas: "internal error",
+			check:  wroteNothing,
 		},
 		{
 			name: "Customise may rewrite an operation",
@@ -397,7 +398,12 @@ func TestDeadLetterCollectionIsNotWritable(t *testing.T) {
 	if status != 400 || m["op_index"] != float64(1) || !strings.Contains(m["error"].(string), "dead-letter collection") {
 		t.Errorf("status %d: %v", status, m)
 	}
-	if d := dump(t, h.db); len(d) != 0 {
+	wroteNothing(t, h.db)
+}
+
+func wroteNothing(t *testing.T, db *mongo.Database) {
+	t.Helper()
+	if d := dump(t, db); len(d) != 0 {
 		t.Errorf("wrote %v", d)
 	}
 }

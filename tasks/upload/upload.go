@@ -413,6 +413,9 @@ func (t *task) checkHooked(op *Op, index int) error {
 		if err := checkField(e.Key, true); err != nil {
 			return err
 		}
+		if err := checkValue(e.Value); err != nil {
+			return fmt.Errorf("field %s: %w", quoteShort(e.Key), err)
+		}
 	}
 	return nil
 }
@@ -469,7 +472,11 @@ func (t *task) writeTxn(ctx context.Context, colls []*collWrites, pre []refusedO
 					if _, ex := excluded[w]; ex {
 						continue
 					}
-					if m := w.model(); m != nil {
+					m, err := w.model()
+					if err != nil {
+						return nil, err
+					}
+					if m != nil {
 						models, writes = append(models, m), append(writes, w)
 					}
 				}
