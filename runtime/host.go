@@ -240,15 +240,22 @@ func (h *Host) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 		if !validID(id) {
 			id = newID()
 		}
-		c.Set("request_id", id)
 		c.Response().Header().Set(RequestIDHeader, id)
 		return next(c)
 	}
 }
 
+// requestIDOf is the request's id, which requestID put in the response.
 func requestIDOf(c echo.Context) string {
-	id, _ := c.Get("request_id").(string)
-	return id
+	return c.Response().Header().Get(RequestIDHeader)
+}
+
+// taskContext carries the name of the task serving a request (none for
+// /healthz and the like) from serveTask back to the access log; echo's
+// c.Set would allocate a map in every request for it.
+type taskContext struct {
+	echo.Context
+	task string
 }
 
 // accessLog logs one line per request: never the query string or headers,
@@ -257,13 +264,14 @@ func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		h.metrics.inflight.Add(1)
-		err := next(c)
+		tc := &taskContext{Context: c}
+		err := next(tc)
 		if err != nil {
 			c.Error(err)
 		}
 		h.metrics.inflight.Add(-1)
 		d := time.Since(start)
-		task, _ := c.Get("task").(string)
+		task := tc.task
 		status := c.Response().Status
 		h.metrics.observe(task, c.Request().Method, status, d)
 		ev := h.log.Info()
@@ -329,10 +337,16 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 	}
 	return func(c echo.Context) error {
 		id := requestIDOf(c)
-		c.Set("task", t.Name)
-		ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
-		defer cancel()
-		c.SetRequest(c.Request().WithContext(ctx))
+		if tc, ok := c.(*taskContext); ok {
+			tc.task = t.Name
+		}
+		ctx := c.Request().Context()
+		if !t.NoDeadline {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+			c.SetRequest(c.Request().WithContext(ctx))
+		}
 		env := &Env{ID: id, Task: t.Name, Deployment: h.dep,
 			Log: h.log.With().Str("task", t.Name).Str("request_id", id).Logger()}
 		if t.Access.auth != nil {

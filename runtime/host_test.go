@@ -354,6 +354,30 @@ func TestDeploymentRequestTimeout(t *testing.T) {
 	}
 }
 
+// TestNoDeadline: a NoDeadline task's requests carry no deadline, other
+// tasks' do, and the deployment's request_timeout does not add one.
+func TestNoDeadline(t *testing.T) {
+	deadline := func(c echo.Context, env *runtime.Env) error {
+		_, ok := c.Request().Context().Deadline()
+		return c.JSON(200, map[string]bool{"deadline": ok})
+	}
+	tasks := []runtime.Task{
+		{Name: "free", Access: runtime.Public, NoDeadline: true, HTTP: map[string]runtime.HTTPFunc{http.MethodGet: deadline}},
+		{Name: "bounded", Access: runtime.Public, HTTP: map[string]runtime.HTTPFunc{http.MethodGet: deadline}},
+	}
+	dep := testDep(nil)
+	dep.RequestTimeout = time.Minute
+	h := runtimetest.New(t, dep, tasks...)
+	for path, want := range map[string]bool{"/free": false, "/bounded": true} {
+		var got struct{ Deadline bool }
+		resp := h.Do("GET", path, nil)
+		runtimetest.JSON(t, resp, &got)
+		if resp.StatusCode != 200 || got.Deadline != want {
+			t.Errorf("%s: status %d, deadline %v, want %v", path, resp.StatusCode, got.Deadline, want)
+		}
+	}
+}
+
 func TestHostTimeout(t *testing.T) {
 	var finished atomic.Bool
 	task := runtime.Task{

@@ -32,6 +32,11 @@ type Task struct {
 
 	// Timeout bounds each request and each run (DefaultTimeout when zero).
 	Timeout time.Duration
+	// NoDeadline serves the HTTP requests without a deadline in their
+	// context, for handlers that never wait on anything (jwks answers bytes
+	// made at start): making the deadline would be a good part of their
+	// work. Runs keep Timeout.
+	NoDeadline bool
 
 	// Init, if set, runs once when a deployment starts (before anything is
 	// served) and before an on-demand run. It parses configuration, opens

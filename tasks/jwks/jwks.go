@@ -48,6 +48,7 @@ func Task() runtime.Task {
 		Description: "the public keys that verify PowerSync tokens (JWKS)",
 		HTTP:        map[string]runtime.HTTPFunc{http.MethodGet: s.get, http.MethodHead: s.get},
 		Access:      runtime.Public,
+		NoDeadline:  true, // it answers bytes made at start
 		Vars:        keys.Vars,
 		Init:        s.init,
 	}
