@@ -114,7 +114,7 @@ func BenchmarkUpload(b *testing.B) {
 
 // BenchmarkDriverBulk is the baseline: the driver's ordered bulk write of
 // the same replacements, documents already built, one round trip (on
-// FerretDB, in commands of 100 like upload: one command of 1000 takes
+// FerretDB, in commands of ferretBatch like upload: one command of 1000 takes
 // minutes there).
 func BenchmarkDriverBulk(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {

@@ -25,8 +25,8 @@
 // has their combined effect (PUT then PATCH is one PUT, anything then
 // DELETE is one DELETE, ...). The writes of a batch then touch distinct
 // documents, so each collection's writes go in one bulk write (at most one
-// update and one delete command per ~128 KiB of documents; commands of 32 on
-// FerretDB), collections in parallel (one after the other on FerretDB). The
+// update and one delete command per ~128 KiB of documents; commands of 16 on
+// FerretDB), collections in parallel (two at a time on FerretDB). The
 // bulk write is unordered: order between distinct documents carries no
 // meaning, and a document the database refuses must not stop the others (in
 // a transaction it is ordered). Every write is idempotent, so a batch

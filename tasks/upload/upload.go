@@ -44,15 +44,21 @@ const (
 // connection per matching statement until the command ends, from a pool of
 // 100, so that a command of 100 replacements of existing documents waits
 // for itself forever and wedges the store. Its writes therefore go in
-// commands of 32, at most ferretSlots batches at a time in the process
-// (64 connections at most, leaving room for reads and dead letters).
-// Commands of 16 with 4 slots hold as many, but each command costs
-// FerretDB a transaction: x1000 in cmd/bench went from 0.70-0.77 of the
-// driver's own bulk writes to 0.81-0.86.
+// commands of 16, ferretParallel collections at a time, ferretSlots batches
+// at a time in the process: 64 connections at most, leaving room for reads
+// and dead letters. Collections in parallel matter more than larger
+// commands: FerretDB scans a collection for each write by _id, and scans of
+// two collections run on two cores (cmd/bench upload x1000 on the embedded
+// store: 0.70-0.77 of the driver's own bulk writes one collection at a
+// time, 0.91-1.10 two at a time).
 const (
-	ferretBatch = 32
-	ferretSlots = 2
+	ferretBatch    = 16
+	ferretParallel = 2
+	ferretSlots    = 2
 )
+
+// maxParallel bounds the collections of a batch written at once.
+const maxParallel = 8
 
 // Hook is the shape of Customise.
 type Hook func(ctx context.Context, req *Request, op *Op) error
@@ -351,10 +357,10 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 				t.counter.Add("unavailable", int64(len(ops)))
 				return runtime.Unavailable(5, ctx.Err(), "the database is busy: retry the batch")
 			}
-			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, ferretBatch)
+			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, ferretBatch, ferretParallel)
 			<-t.ferret
 		} else {
-			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, 0)
+			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, 0, maxParallel)
 		}
 		if err == nil && !(t.strict && len(dbRefused) > 0) {
 			all := slices.Concat(refused, refusalsOf(dbRefused))

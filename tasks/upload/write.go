@@ -327,10 +327,11 @@ func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite)
 	return refused, nil
 }
 
-// writeAll makes every collection's writes, collections in parallel, or one
-// after the other when maxBatch > 0 (FerretDB: see ferretBatch).
-func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch int) ([]dbRefusal, error) {
-	if len(colls) == 1 || maxBatch > 0 {
+// writeAll makes every collection's writes, up to parallel collections at
+// a time, in commands of at most maxBatch writes when maxBatch > 0
+// (FerretDB: see ferretBatch).
+func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch, parallel int) ([]dbRefusal, error) {
+	if len(colls) == 1 || parallel <= 1 {
 		var refused []dbRefusal
 		for _, cw := range colls {
 			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch)
@@ -347,7 +348,7 @@ func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.Collect
 		refused []dbRefusal
 		errs    []error
 	)
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, parallel)
 	for _, cw := range colls {
 		wg.Add(1)
 		sem <- struct{}{}
