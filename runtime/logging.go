@@ -187,9 +187,7 @@ func NewBufferedWriter(w io.Writer, size int, interval time.Duration) *BufferedW
 			case <-b.stop:
 				return
 			case <-t.C:
-				b.mu.Lock()
-				_ = b.w.Flush()
-				b.mu.Unlock()
+				_ = b.Flush()
 			}
 		}
 	}()
@@ -202,11 +200,16 @@ func (b *BufferedWriter) Write(p []byte) (int, error) {
 	return b.w.Write(p)
 }
 
+// Flush writes what is pending now.
+func (b *BufferedWriter) Flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.w.Flush()
+}
+
 // Close stops the flusher and writes what is pending.
 func (b *BufferedWriter) Close() error {
 	close(b.stop)
 	<-b.done
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Flush()
+	return b.Flush()
 }

@@ -57,6 +57,9 @@ type App struct {
 	Tasks   []runtime.Task
 	// Signals, if set, replaces SIGINT/SIGTERM handling (for tests).
 	Signals <-chan os.Signal
+	// LogInterval is how often `deploy` writes batched log lines when
+	// Stdout is not a terminal (0: every 100 ms).
+	LogInterval time.Duration
 }
 
 // Main runs the CLI and returns the process exit code.
@@ -250,12 +253,18 @@ func (a App) deploy(args []string) (err error) {
 	}
 	defer func() { err = redactErr(err, dep.Secrets()) }()
 	// Not on a terminal, log lines are batched: one write per 100 ms or
-	// 64 KiB instead of one per request.
+	// 64 KiB instead of one per request. What start-up logged is written
+	// as soon as it is serving, for whoever waits for that line.
 	out := a.Stdout
+	flush := func() {}
 	if f, ok := out.(*os.File); !ok || !isatty.IsTerminal(f.Fd()) {
-		bw := runtime.NewBufferedWriter(out, 64<<10, 100*time.Millisecond)
+		interval := a.LogInterval
+		if interval <= 0 {
+			interval = 100 * time.Millisecond
+		}
+		bw := runtime.NewBufferedWriter(out, 64<<10, interval)
 		defer bw.Close()
-		out = bw
+		out, flush = bw, func() { _ = bw.Flush() }
 	}
 	log := runtime.NewLogger(out, dep.Secrets())
 	ctx, stop := a.signalContext()
@@ -285,6 +294,7 @@ func (a App) deploy(args []string) (err error) {
 	}
 	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
+	flush()
 	if err := h.Serve(ctx, ln); err != nil {
 		return err
 	}

@@ -431,8 +431,10 @@ func TestDeploy(t *testing.T) {
 	sig := make(chan os.Signal, 1)
 	done := make(chan int, 1)
 	go func() {
+		// Batched log lines are written once an hour: what start-up logged
+		// must still come out as soon as it serves, the rest on exit.
 		done <- cli.Main(cli.App{Args: []string{"deploy", "testing", "--root", root, "--listen", "127.0.0.1:0"},
-			Stdout: stdout, Stderr: stderr, Tasks: fakeTasks(), Signals: sig})
+			Stdout: stdout, Stderr: stderr, Tasks: fakeTasks(), Signals: sig, LogInterval: time.Hour})
 	}()
 	urlRE := regexp.MustCompile(`serving testing at (http://127\.0\.0\.1:\d+)`)
 	var url string
