@@ -35,7 +35,9 @@ type Op struct {
 	// document for Put, the fields to set for Patch, nil for Delete. Values
 	// are string, int32, int64 (integers), float64, bool, nil, bson.D
 	// (objects) and bson.A (arrays); Customise may put any value the driver
-	// can marshal, such as time.Time.
+	// can marshal, such as time.Time. Decoded strings share the request
+	// body's memory: a Customise that keeps one after the request should
+	// keep strings.Clone of it, or it keeps the whole body alive.
 	Data bson.D
 
 	raw []byte // the operation's JSON as received, for the dead-letter record
