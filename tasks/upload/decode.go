@@ -219,11 +219,11 @@ func (d *decoder) batch() ([]Op, error) {
 		return nil, d.fail("batch must be an array, got %s", d.typeName())
 	}
 	d.pos++
-	ops := make([]Op, 0, min(d.maxOps, len(d.buf)/40+1))
 	if d.peek() == ']' {
 		d.pos++
-		return ops, nil
+		return []Op{}, nil
 	}
+	var ops []Op
 	for {
 		d.op = len(ops)
 		if len(ops) >= d.maxOps {
@@ -232,6 +232,14 @@ func (d *decoder) batch() ([]Op, error) {
 		op, err := d.operation()
 		if err != nil {
 			return nil, err
+		}
+		if ops == nil {
+			// Operations of a batch are of similar sizes: size the slice
+			// for the body's length over the first one's, which neither
+			// holds room for thousands of operations in a batch of a few
+			// large ones nor copies a large batch as it grows.
+			n := (len(d.buf)-d.pos)/max(len(op.raw), 16) + 1
+			ops = make([]Op, 0, min(d.maxOps, n+n/8))
 		}
 		ops = append(ops, op)
 		d.op = -1

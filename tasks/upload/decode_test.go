@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -296,5 +297,33 @@ func TestLargeObjects(t *testing.T) {
 	ops, err := decode(big, 10)
 	if err != nil || len(ops[0].Data) != 200000 {
 		t.Fatalf("200000 keys: %v", err)
+	}
+}
+
+// TestOpsSizedFromTheFirst: the operations slice is sized from the first
+// operation's length, so that a few large operations do not reserve room
+// for thousands (a 5 MB batch of 100 held 10,000 slots), and many small ones
+// are not copied as the slice grows.
+func TestOpsSizedFromTheFirst(t *testing.T) {
+	batch := func(n, pad int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"batch":[`)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"op":"PUT","table":"t","id":"%d","data":{"s":"%s"}}`, i, strings.Repeat("x", pad))
+		}
+		b.WriteString(`]}`)
+		return []byte(b.String())
+	}
+	for _, tt := range []struct{ n, pad int }{{3, 50000}, {100, 1000}, {1000, 20}, {1, 0}} {
+		ops, err := decode(batch(tt.n, tt.pad), DefaultMaxOps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ops) != tt.n || cap(ops) > tt.n+tt.n/4+1 {
+			t.Errorf("%d operations of %d bytes: len %d, cap %d", tt.n, tt.pad, len(ops), cap(ops))
+		}
 	}
 }
