@@ -414,7 +414,10 @@ func (b *bench) addRatios() {
 }
 
 // measureUpload loads POST /upload with batches of size operations, then
-// the driver writing the same batches directly, each on empty collections.
+// the driver writing the same batches directly, alternately in rounds (as
+// paired does), each on empty collections: a slow moment of the machine
+// weighs on both alike, and so does the cost of a write growing with its
+// collection (it does on the embedded store, see README).
 func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 	conc := b.cfg.uploadConc
 	c := newClient(conc)
@@ -425,64 +428,94 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 	}
 	ops := make([]atomic.Int64, conc) // operations applied, per worker
 	m := newMix(size, b.maxPatch())
-
-	if err := b.dropWorkload(ctx); err != nil {
-		return err
-	}
-	b.logf("upload x%d: through the runtime", size)
-	var cpu0 time.Duration
 	bufs := make([][]byte, conc)
-	rt := Load{
-		Workers: conc, WarmupN: conc, Duration: b.cfg.duration, Max: b.cfg.maxRequests, Min: minBatches, Log: b.logf,
-		Do: func(ctx context.Context, w, i int) error {
-			batch := m.batch(w, i, size)
-			bufs[w] = appendJSON(bufs[w][:0], batch)
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.addr+"/upload", bytes.NewReader(bufs[w]))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := do(c, req, true)
-			if err == nil {
-				err = checkUploadResponse(resp)
-			}
-			if err == nil {
-				ops[w].Add(int64(size))
-			}
+	post := func(ctx context.Context, w, i int) error {
+		batch := m.batch(w, i, size)
+		bufs[w] = appendJSON(bufs[w][:0], batch)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.addr+"/upload", bytes.NewReader(bufs[w]))
+		if err != nil {
 			return err
-		},
-		OnMeasure: func() { cpu0, _ = readCPU(p.pid()) },
-	}.Run(ctx)
-	cpu1, cpuErr := readCPU(p.pid())
-	rtErr := errText(rt)
-	if rtErr == "" {
-		rtErr = b.checkWorkload(ctx, ops, m)
-	}
-
-	if err := b.dropWorkload(ctx); err != nil {
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := do(c, req, true)
+		if err == nil {
+			err = checkUploadResponse(resp)
+		}
+		if err == nil {
+			ops[w].Add(int64(size))
+		}
 		return err
 	}
-	for i := range ops {
-		ops[i].Store(0)
+	direct := func(ctx context.Context, w, i int) error {
+		err := directWrite(ctx, b.db, m.batch(w, i, size))
+		if err == nil {
+			ops[w].Add(int64(size))
+		}
+		return err
 	}
-	b.logf("upload x%d: the driver directly", size)
-	// The same batches as the runtime applied, no more, no less: the cost
-	// of a write may grow with the collection (it does on the embedded
-	// store, see README), so both sides must do the same work.
-	limit := Load{
-		Workers: conc, WarmupN: conc, Duration: time.Hour, Max: rt.N, Min: rt.N, Log: b.logf,
-		Do: func(ctx context.Context, w, i int) error {
-			err := directWrite(ctx, b.db, m.batch(w, i, size))
-			if err == nil {
-				ops[w].Add(int64(size))
-			}
+	// run loads one side of a round on empty collections and checks what
+	// it left in them.
+	run := func(l Load) (Stats, string, error) {
+		if err := b.dropWorkload(ctx); err != nil {
+			return Stats{}, "", err
+		}
+		for i := range ops {
+			ops[i].Store(0)
+		}
+		st := l.Run(ctx)
+		msg := errText(st)
+		if msg == "" {
+			msg = b.checkWorkload(ctx, ops, m)
+		}
+		return st, msg, nil
+	}
+
+	b.logf("upload x%d: through the runtime, then the driver directly, %d times", size, rounds)
+	var (
+		rt, limit       Stats
+		rtErr, limitErr string
+		cpu             time.Duration
+		cpuErr          error
+		warmup          = conc
+		perRound        = (minBatches + rounds - 1) / rounds
+		roundDuration   = b.cfg.duration / rounds
+	)
+	for r := 0; r < rounds; r++ {
+		var cpu0 time.Duration
+		st, msg, err := run(Load{
+			Workers: conc, WarmupN: warmup, Duration: roundDuration, Max: b.cfg.maxRequests, Min: perRound, Do: post,
+			OnMeasure: func() { cpu0, _ = readCPU(p.pid()) },
+		})
+		if err != nil {
 			return err
-		},
-	}.Run(ctx)
-	limitErr := errText(limit)
-	if limitErr == "" {
-		limitErr = b.checkWorkload(ctx, ops, m)
+		}
+		cpu1, err := readCPU(p.pid())
+		if cpuErr == nil {
+			cpuErr = err
+		}
+		cpu += cpu1 - cpu0
+		rt = rt.merge(st)
+		if rtErr == "" {
+			rtErr = msg
+		}
+		if st.N == 0 {
+			break
+		}
+		// The same batches as the runtime applied, no more, no less.
+		lst, msg, err := run(Load{Workers: conc, WarmupN: warmup, Duration: time.Hour, Max: st.N, Min: st.N, Do: direct})
+		if err != nil {
+			return err
+		}
+		limit = limit.merge(lst)
+		if limitErr == "" {
+			limitErr = msg
+		}
+		warmup = 0
+	}
+	b.logf("  %d batches: %s/s through the runtime, %s/s directly", rt.N, human(rt.Rate()), human(limit.Rate()))
+	if err := b.dropWorkload(ctx); err != nil {
+		return err
 	}
 
 	row := Row{
@@ -496,12 +529,12 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 	}
 	row.Note = fmt.Sprintf("%s ops/s (%s); limit p50 %s p99 %s, %d+%d batches", human(rt.Rate()*float64(size)), m, dur(limit.Percentile(50)), dur(limit.Percentile(99)), rt.N, limit.N)
 	if cpuErr == nil && rt.N > 0 {
-		perOp := (cpu1 - cpu0) / time.Duration(rt.N*size)
+		perOp := cpu / time.Duration(rt.N*size)
 		row.Note += fmt.Sprintf("; runtime CPU %s/op", dur(perOp))
 		b.metrics = append(b.metrics, Metric{
 			Name:  fmt.Sprintf("runtime CPU per operation, batches of %d", size),
 			Value: dur(perOp),
-			Note:  fmt.Sprintf("utime+stime of the runtime process over %d operations (%s of CPU)", rt.N*size, dur(cpu1-cpu0)),
+			Note:  fmt.Sprintf("utime+stime of the runtime process over %d operations (%s of CPU)", rt.N*size, dur(cpu)),
 		})
 	}
 	b.rows = append(b.rows, row)
