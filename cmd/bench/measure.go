@@ -31,9 +31,9 @@ const (
 	bigOpBytes        = 50_000
 )
 
-// minBatches is the fewest batches an upload measurement counts, however
-// slow the store.
-const minBatches = 3
+// minBatches is the fewest batches an upload measurement counts (two a
+// round), however slow the store.
+const minBatches = 6
 
 // measureStartup times `runtime deploy` from exec to its first served
 // request (GET /jwks answered), with the store external, several times.
