@@ -75,8 +75,6 @@ type Load struct {
 	Min      int // keep going after Duration until this many completed
 	// Do performs operation i of worker w and reports its error.
 	Do func(ctx context.Context, w, i int) error
-	// OnMeasure, if set, runs between the warm-up and the measured phase.
-	OnMeasure func()
 	// Log, if set, gets a line after each phase.
 	Log func(format string, args ...any)
 	// CPU, if set, returns the CPU time the server has used so far: the
@@ -95,9 +93,6 @@ func (l Load) Run(ctx context.Context) Stats {
 		l.phase(ctx, 0, l.WarmupN, l.WarmupN, next, false)
 	case l.Warmup > 0:
 		l.phase(ctx, l.Warmup, 0, 0, next, false)
-	}
-	if l.OnMeasure != nil {
-		l.OnMeasure()
 	}
 	var cpu0 time.Duration
 	if l.CPU != nil {

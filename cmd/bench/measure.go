@@ -475,26 +475,17 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 	var (
 		rt, limit       Stats
 		rtErr, limitErr string
-		cpu             time.Duration
-		cpuErr          error
 		warmup          = conc
 		perRound        = (minBatches + rounds - 1) / rounds
 		roundDuration   = b.cfg.duration / rounds
 	)
 	for r := 0; r < rounds; r++ {
-		var cpu0 time.Duration
 		st, msg, err := run(Load{
-			Workers: conc, WarmupN: warmup, Duration: roundDuration, Max: b.cfg.maxRequests, Min: perRound, Do: post,
-			OnMeasure: func() { cpu0, _ = readCPU(p.pid()) },
+			Workers: conc, WarmupN: warmup, Duration: roundDuration, Max: b.cfg.maxRequests, Min: perRound, Do: post, CPU: p.cpu,
 		})
 		if err != nil {
 			return err
 		}
-		cpu1, err := readCPU(p.pid())
-		if cpuErr == nil {
-			cpuErr = err
-		}
-		cpu += cpu1 - cpu0
 		rt = rt.merge(st)
 		if rtErr == "" {
 			rtErr = msg
@@ -528,7 +519,7 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 		row.MinRatio = targetUpload
 	}
 	row.Note = fmt.Sprintf("%s ops/s (%s); limit p50 %s p99 %s, %d+%d batches", human(rt.Rate()*float64(size)), m, dur(limit.Percentile(50)), dur(limit.Percentile(99)), rt.N, limit.N)
-	if cpuErr == nil && rt.N > 0 {
+	if cpu := rt.CPU; cpu > 0 && rt.N > 0 {
 		perOp := cpu / time.Duration(rt.N*size)
 		row.Note += fmt.Sprintf("; runtime CPU %s/op", dur(perOp))
 		b.metrics = append(b.metrics, Metric{
