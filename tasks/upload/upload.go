@@ -475,24 +475,14 @@ func (t *task) writeTxn(ctx context.Context, colls []*collWrites, pre []refusedO
 		_, err := sess.WithTransaction(ctx, func(tctx context.Context) (any, error) {
 			found = nil
 			for _, cw := range colls {
-				var models []mongo.WriteModel
-				var writes []*docWrite
-				for _, w := range cw.writes {
-					if _, ex := excluded[w]; ex {
-						continue
-					}
-					m, err := w.model()
-					if err != nil {
-						return nil, err
-					}
-					if m != nil {
-						models, writes = append(models, m), append(writes, w)
-					}
+				ms, writes, err := models(cw.writes, func(w *docWrite) bool { _, ex := excluded[w]; return ex })
+				if err != nil {
+					return nil, err
 				}
-				if len(models) == 0 {
+				if len(ms) == 0 {
 					continue
 				}
-				_, err := t.db.Collection(cw.name).BulkWrite(tctx, models, options.BulkWrite().SetOrdered(true))
+				_, err = t.db.Collection(cw.name).BulkWrite(tctx, ms, options.BulkWrite().SetOrdered(true))
 				if wes, ok := writeErrors(err); ok && wes[0].Index < len(writes) {
 					found = &dbRefusal{w: writes[wes[0].Index], reason: "the database refused the write: " + wes[0].Message}
 					return nil, err

@@ -290,22 +290,35 @@ func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites
 	return refused, nil
 }
 
-func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite) ([]dbRefusal, error) {
-	models := make([]mongo.WriteModel, 0, len(writes))
+// models returns the write models of the writes that change something,
+// and those writes, index for index, leaving out the ones skip reports.
+func models(writes []*docWrite, skip func(*docWrite) bool) ([]mongo.WriteModel, []*docWrite, error) {
+	ms := make([]mongo.WriteModel, 0, len(writes))
 	modeled := make([]*docWrite, 0, len(writes))
 	for _, w := range writes {
+		if skip != nil && skip(w) {
+			continue
+		}
 		m, err := w.model()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if m != nil {
-			models, modeled = append(models, m), append(modeled, w)
+			ms, modeled = append(ms, m), append(modeled, w)
 		}
 	}
-	if len(models) == 0 {
+	return ms, modeled, nil
+}
+
+func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite) ([]dbRefusal, error) {
+	ms, modeled, err := models(writes, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) == 0 {
 		return nil, nil
 	}
-	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	_, err = coll.BulkWrite(ctx, ms, options.BulkWrite().SetOrdered(false))
 	if err == nil {
 		return nil, nil
 	}
@@ -313,7 +326,7 @@ func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite)
 		return nil, err
 	}
 	var refused []dbRefusal
-	for i, m := range models {
+	for i, m := range ms {
 		_, err := coll.BulkWrite(ctx, []mongo.WriteModel{m})
 		if err == nil {
 			continue
