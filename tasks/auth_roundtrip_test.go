@@ -20,8 +20,8 @@ import (
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
 	"github.com/taskrun/taskrun/tasks/generate_keys"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
-	"github.com/taskrun/taskrun/tasks/internal/keys/pstest"
+	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys/pstest"
 	"github.com/taskrun/taskrun/tasks/jwks"
 	"github.com/taskrun/taskrun/tasks/token"
 )

@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/taskrun/taskrun/cmd/internal/devkeys"
+	"github.com/taskrun/taskrun/internal/devkeys"
 	"math"
 	"os"
 	"os/exec"

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/taskrun/taskrun/cmd/internal/mongotest"
+	"github.com/taskrun/taskrun/internal/mongotest"
 )
 
 var (
@@ -118,7 +118,7 @@ func storeServer(args []string, stdout io.Writer) error {
 		return errors.New("store: -dir is required")
 	}
 	// As `runtime deploy` does for a development deployment without
-	// MONGO_URI (tasks/internal/store.StartEmbedded, which cmd/ may not
+	// MONGO_URI (internal/store.StartEmbedded, which cmd/ may not
 	// import): FerretDB, SQLite handler, files in dir, no fsync per commit.
 	st := &mongotest.Store{Addr: "127.0.0.1:0", Dir: *dir, NoSync: true}
 	if err := st.Start(); err != nil {

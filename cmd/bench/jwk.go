@@ -1,8 +1,8 @@
 package main
 
 // A check of issued tokens against a served JWKS, standard library only: an
-// independent check of what tasks/internal/keys signs. The key pairs come
-// from cmd/internal/devkeys.
+// independent check of what internal/keys signs. The key pairs come
+// from internal/devkeys.
 
 import (
 	"crypto"

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/taskrun/taskrun/cmd/internal/devkeys"
+	"github.com/taskrun/taskrun/internal/devkeys"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"

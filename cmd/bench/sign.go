@@ -11,7 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"github.com/taskrun/taskrun/cmd/internal/devkeys"
+	"github.com/taskrun/taskrun/internal/devkeys"
 	goruntime "runtime"
 	"strconv"
 	"time"

@@ -18,7 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/taskrun/taskrun/cmd/internal/mongotest"
+	"github.com/taskrun/taskrun/internal/mongotest"
 )
 
 // TestDeployTesting serves the committed testing deployment as the README

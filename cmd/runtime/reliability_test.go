@@ -35,8 +35,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/taskrun/taskrun/cmd/internal/devkeys"
-	"github.com/taskrun/taskrun/cmd/internal/mongotest"
+	"github.com/taskrun/taskrun/internal/devkeys"
+	"github.com/taskrun/taskrun/internal/mongotest"
 	"github.com/taskrun/taskrun/cmd/soak/load"
 )
 

@@ -44,7 +44,7 @@ import (
 
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // Task registers generate_keys; tasks/all.go lists it.

@@ -7,7 +7,7 @@
 // Cache-Control "public, max-age=300" (the PowerSync service refreshes about
 // every five minutes) and an ETag; a matching If-None-Match gets 304.
 //
-// Variables (see tasks/internal/keys for the formats):
+// Variables (see internal/keys for the formats):
 //
 //   - POWERSYNC_PUBLIC_KEY: the public key(s) to serve, several while
 //     rotating. Optional: defaults to the public half of the private key.
@@ -29,7 +29,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/taskrun/taskrun/runtime"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // CacheControl is sent with every JWKS response.

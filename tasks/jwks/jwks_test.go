@@ -15,7 +15,7 @@ import (
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 type pair struct{ priv, pub, kid string }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/taskrun/taskrun/runtime"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // Identity-provider JWKS caching.

@@ -42,7 +42,7 @@
 //   - TOKEN_IDP_JWKS_URL, TOKEN_IDP_ISSUER, TOKEN_IDP_AUDIENCE: required when
 //     verified. The JWKS URL must be https in production.
 //   - POWERSYNC_PRIVATE_KEY, POWERSYNC_PUBLIC_KEY: the keys (see
-//     tasks/internal/keys); the private one is required to start, except in
+//     internal/keys); the private one is required to start, except in
 //     a development deployment with neither, which generates a pair.
 package token
 
@@ -61,7 +61,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/taskrun/taskrun/runtime"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // Variable names.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskrun/taskrun/tasks/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 const testAudience = "https://powersync.example.test"

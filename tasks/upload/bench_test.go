@@ -13,7 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/taskrun/taskrun/tasks/internal/store/storetest"
+	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // benchBatch is a batch of n PUTs shaped like a todo app's rows, and the

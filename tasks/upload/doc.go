@@ -81,8 +81,8 @@
 //	UPLOAD_REFUSED            deadletter (default) | strict
 //	UPLOAD_REFUSED_COLLECTION dead-letter collection (default _powersync_refused)
 //	UPLOAD_MAX_OPS            most operations in one batch (default 10000)
-//	MONGO_URI, MONGO_DATABASE see tasks/internal/store (unset in development: an embedded store)
-//	POWERSYNC_PRIVATE_KEY, POWERSYNC_PUBLIC_KEY  see tasks/internal/keys
+//	MONGO_URI, MONGO_DATABASE see internal/store (unset in development: an embedded store)
+//	POWERSYNC_PRIVATE_KEY, POWERSYNC_PUBLIC_KEY  see internal/keys
 //
 // # Customisation
 //

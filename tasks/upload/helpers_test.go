@@ -17,7 +17,7 @@ import (
 
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/tasks/internal/store/storetest"
+	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // testHost is a host serving upload against a fresh database of the test

@@ -11,7 +11,7 @@ import (
 
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/tasks/internal/store/storetest"
+	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // TestInitRefuses checks the configurations that must stop a deployment,

@@ -17,7 +17,7 @@ import (
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/tasks/internal/store/storetest"
+	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // exampleCustomise is the example of Customise's documentation, verbatim.

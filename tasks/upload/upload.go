@@ -20,12 +20,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/taskrun/taskrun/runtime"
-	"github.com/taskrun/taskrun/tasks/internal/keys"
-	"github.com/taskrun/taskrun/tasks/internal/store"
+	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/internal/store"
 )
 
 // Deployment variables of the task (MONGO_URI, MONGO_DATABASE and the key
-// variables are read by tasks/internal/store and tasks/internal/keys).
+// variables are read by internal/store and internal/keys).
 const (
 	VarAudience       = "POWERSYNC_URL"
 	VarAuth           = "UPLOAD_AUTH"

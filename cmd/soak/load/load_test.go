@@ -9,7 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/taskrun/taskrun/cmd/internal/mongotest"
+	"github.com/taskrun/taskrun/internal/mongotest"
 )
 
 // apply writes ops with the upload contract's semantics, one at a time.

@@ -19,7 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/taskrun/taskrun/tasks/internal/store"
+	"github.com/taskrun/taskrun/internal/store"
 )
 
 // EnvURI names the environment variable of a real server for tests.

@@ -1,9 +1,7 @@
 // Package mongotest gives the commands' tests, benchmarks and soak runs a
 // real MongoDB wire-protocol server: TEST_MONGO_URI when set, else an
 // embedded FerretDB on SQLite listening on loopback (Store), which can be
-// stopped and started again in place. (The tasks have
-// their own in tasks/internal/store; Go's internal rule keeps cmd/ from
-// importing it.)
+// stopped and started again in place.
 package mongotest
 
 import (

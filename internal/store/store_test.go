@@ -17,8 +17,8 @@ import (
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/tasks/internal/store"
-	"github.com/taskrun/taskrun/tasks/internal/store/storetest"
+	"github.com/taskrun/taskrun/internal/store"
+	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // probe is a task that opens the store in Init and keeps it.

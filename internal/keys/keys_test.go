@@ -21,7 +21,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/taskrun/taskrun/tasks/internal/keys/pstest"
+	"github.com/taskrun/taskrun/internal/keys/pstest"
 )
 
 // pair is a generated key pair, generated once per algorithm: RSA keys take

@@ -2,7 +2,7 @@
 // runs and benchmarks: base64 of a JWK's JSON, the format of PowerSync's key
 // generator and of POWERSYNC_PRIVATE_KEY / POWERSYNC_PUBLIC_KEY. Standard
 // library only: Go's internal rule keeps cmd/ from importing
-// tasks/internal/keys, and an independent implementation checks it.
+// internal/keys, and an independent implementation checks it.
 package devkeys
 
 import (
