@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys/pstest"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
 	"github.com/taskrun/taskrun/tasks/generate_keys"
-	"github.com/taskrun/taskrun/internal/keys"
-	"github.com/taskrun/taskrun/internal/keys/pstest"
 	"github.com/taskrun/taskrun/tasks/jwks"
 	"github.com/taskrun/taskrun/tasks/token"
 )

@@ -35,9 +35,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/cmd/soak/load"
 	"github.com/taskrun/taskrun/internal/devkeys"
 	"github.com/taskrun/taskrun/internal/mongotest"
-	"github.com/taskrun/taskrun/cmd/soak/load"
 )
 
 // relRetryDelay is the clients' pause before sending a batch again (the

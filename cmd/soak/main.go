@@ -48,9 +48,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/cmd/soak/load"
 	"github.com/taskrun/taskrun/internal/devkeys"
 	"github.com/taskrun/taskrun/internal/mongotest"
-	"github.com/taskrun/taskrun/cmd/soak/load"
 	"github.com/taskrun/taskrun/runtime/cli"
 	"github.com/taskrun/taskrun/tasks"
 )

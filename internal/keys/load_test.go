@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // loader is a task whose Init loads the keys into *got.

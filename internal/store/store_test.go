@@ -14,11 +14,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/taskrun/taskrun/internal/store"
+	"github.com/taskrun/taskrun/internal/store/storetest"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/internal/store"
-	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // probe is a task that opens the store in Init and keeps it.

@@ -42,9 +42,9 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
-	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // Task registers generate_keys; tasks/all.go lists it.

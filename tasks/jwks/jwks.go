@@ -28,8 +28,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/runtime"
 )
 
 // CacheControl is sent with every JWKS response.

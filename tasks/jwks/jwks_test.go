@@ -12,10 +12,10 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/internal/keys"
 )
 
 type pair struct{ priv, pub, kid string }

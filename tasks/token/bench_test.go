@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
-	"github.com/taskrun/taskrun/internal/keys"
 )
 
 // The token benchmarks go through the host's handler in process, as a

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/runtime"
 )
 
 // Identity-provider JWKS caching.

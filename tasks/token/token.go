@@ -60,8 +60,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/runtime"
 )
 
 // Variable names.

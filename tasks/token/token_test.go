@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskrun/taskrun/internal/keys"
+	"github.com/taskrun/taskrun/internal/keys/pstest"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/internal/keys"
-	"github.com/taskrun/taskrun/internal/keys/pstest"
 )
 
 const psURL = "https://demo.powersync.example"

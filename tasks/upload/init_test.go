@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskrun/taskrun/internal/store/storetest"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
-	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
 // TestInitRefuses checks the configurations that must stop a deployment,

@@ -19,9 +19,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
-	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/internal/store"
+	"github.com/taskrun/taskrun/runtime"
 )
 
 // Deployment variables of the task (MONGO_URI, MONGO_DATABASE and the key
