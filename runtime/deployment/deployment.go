@@ -1,7 +1,9 @@
 // Package deployment loads one deployment: its settings and its variables,
 // layered from a committed YAML file, a git-ignored local secrets file and the
 // process environment. Values marked masked never print: String, GoString,
-// zerolog marshalling and listings all show a mask.
+// zerolog marshalling and listings all show a mask. Structured top-level
+// sections of the file (upload:, schedules:) are read with Section, which
+// keeps the case of their keys and the line of every entry.
 package deployment
 
 import (
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // Mask is what a masked value prints as.
@@ -105,8 +108,11 @@ type Deployment struct {
 	// tasks (a task's own shorter Timeout still applies).
 	RequestTimeout time.Duration
 	Dir            string // the deployments/ folder it was loaded from
+	// File is the deployment file it was loaded from ("" for New).
+	File string
 
-	vars map[string]Var
+	vars     map[string]Var
+	sections map[string]*yaml.Node // top-level key -> value node, case kept
 }
 
 // String never shows values.
@@ -176,6 +182,11 @@ type Options struct {
 
 // file is the shape of deployments/<name>.yaml. Variables are a list, not a
 // map, because viper lower-cases map keys and variable names keep their case.
+//
+// Structured sections whose keys keep their case (collection names, field
+// names, JSON params) are declared here as any, so that viper accepts the
+// key, and read with Deployment.Section, which decodes the file again
+// with case kept.
 type file struct {
 	Production bool   `mapstructure:"production"`
 	Listen     string `mapstructure:"listen"`
@@ -188,6 +199,9 @@ type file struct {
 		Value  string `mapstructure:"value"`
 		Masked bool   `mapstructure:"masked"`
 	} `mapstructure:"vars"`
+
+	Upload    any `mapstructure:"upload"`    // upload's write rules: Section("upload")
+	Schedules any `mapstructure:"schedules"` // Section("schedules")
 }
 
 // Known lists the deployments in dir, sorted.
@@ -221,10 +235,13 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		}
 		return nil, fmt.Errorf("unknown deployment %q (known: %s)", name, strings.Join(known, ", "))
 	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("deployment %q: reading %s: %w", name, path, err)
+	}
 	v := viper.New()
-	v.SetConfigFile(path)
 	v.SetConfigType("yaml")
-	if err := v.ReadInConfig(); err != nil {
+	if err := v.ReadConfig(bytes.NewReader(src)); err != nil {
 		return nil, fmt.Errorf("deployment %q: reading %s: %w", name, path, err)
 	}
 	var f file
@@ -240,6 +257,9 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		Grace:      DefaultGrace,
 		Dir:        dir,
 		vars:       map[string]Var{},
+	}
+	if err := d.SetSections(path, src); err != nil {
+		return nil, fmt.Errorf("deployment %q: %w", name, err)
 	}
 	if d.Listen == "" {
 		d.Listen = DefaultListen
@@ -327,6 +347,97 @@ func New(name string, production bool, vars map[string]string, secret ...string)
 		d.vars[k] = Var{Name: k, Value: v, Source: SourceFile, Masked: m[k]}
 	}
 	return d
+}
+
+// Section is one top-level section of a deployment file, decoded with the
+// case of its keys kept (viper lower-cases keys) and with the position of
+// every entry, so that an error can name the file and the line.
+type Section struct {
+	// File is the deployment file's path ("" when built without one).
+	File string
+	// Node is the section's value: a mapping, a sequence or a scalar.
+	// It is the caller's own copy.
+	Node *yaml.Node
+}
+
+// Section returns the top-level key name of the deployment file, and
+// whether the file has it (a key with an empty value has it: Node is then
+// a null scalar). Decode it with Node.Decode, or walk Node for positions:
+//
+//	sec, ok := dep.Section("schedules")
+//	var list []struct{ Name string `yaml:"name"` }
+//	if err := sec.Node.Decode(&list); err != nil { return sec.Errorf(sec.Node, "%v", err) }
+func (d *Deployment) Section(name string) (Section, bool) {
+	n, ok := d.sections[name]
+	if !ok {
+		return Section{File: d.File}, false
+	}
+	return Section{File: d.File, Node: copyNode(n, map[*yaml.Node]*yaml.Node{})}, true
+}
+
+// Pos names a node of the section as file:line (line alone without a
+// file).
+func (s Section) Pos(n *yaml.Node) string {
+	if n == nil {
+		n = s.Node
+	}
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	if s.File == "" {
+		return fmt.Sprintf("line %d", line)
+	}
+	return fmt.Sprintf("%s:%d", s.File, line)
+}
+
+// Errorf returns an error prefixed with the node's position (Pos).
+func (s Section) Errorf(n *yaml.Node, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", s.Pos(n), fmt.Sprintf(format, args...))
+}
+
+// SetSections parses src, a deployment file's YAML, and keeps its
+// top-level sections for Section; file names it in errors. Load calls it;
+// tests and tools call it on a deployment from New.
+func (d *Deployment) SetSections(file string, src []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	d.File = file
+	d.sections = map[string]*yaml.Node{}
+	if len(root.Content) == 0 {
+		return nil // an empty file
+	}
+	doc := root.Content[0]
+	if doc.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s:%d: a deployment file is a mapping of settings", file, doc.Line)
+	}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		d.sections[doc.Content[i].Value] = doc.Content[i+1]
+	}
+	return nil
+}
+
+// copyNode copies a node tree, so that callers cannot change the
+// deployment's; done keeps an anchor shared by its aliases.
+func copyNode(n *yaml.Node, done map[*yaml.Node]*yaml.Node) *yaml.Node {
+	if c, ok := done[n]; ok {
+		return c
+	}
+	c := new(yaml.Node)
+	done[n] = c
+	*c = *n
+	if n.Content != nil {
+		c.Content = make([]*yaml.Node, len(n.Content))
+		for i, k := range n.Content {
+			c.Content[i] = copyNode(k, done)
+		}
+	}
+	if n.Alias != nil {
+		c.Alias = copyNode(n.Alias, done)
+	}
+	return c
 }
 
 // ReadEnvFile parses a dotenv file: KEY=VALUE lines, # comments, optional

@@ -110,7 +110,7 @@ func TestLoadErrors(t *testing.T) {
 		name string
 		want []string
 	}{
-		{"nope", []string{`unknown deployment "nope"`, "known: bad-local, bad-settings, bad-yaml, full, minimal, unknown-key, unknown-var-key"}},
+		{"nope", []string{`unknown deployment "nope"`, "known: bad-local, bad-settings, bad-yaml, full, minimal, sections, unknown-key, unknown-var-key"}},
 		{"Invalid_Name", []string{`invalid deployment name "Invalid_Name"`}},
 		{"", []string{`invalid deployment name ""`}},
 		{"../testdata/full", []string{"invalid deployment name"}},
@@ -150,7 +150,7 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	want := []string{"bad-local", "bad-settings", "bad-yaml", "full", "minimal", "unknown-key", "unknown-var-key"}
+	want := []string{"bad-local", "bad-settings", "bad-yaml", "full", "minimal", "sections", "unknown-key", "unknown-var-key"}
 	if got := deployment.Known(testdata); !reflect.DeepEqual(got, want) {
 		t.Errorf("Known = %v, want %v", got, want)
 	}
