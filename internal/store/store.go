@@ -35,6 +35,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
 	"github.com/taskrun/taskrun/runtime"
+	"github.com/taskrun/taskrun/runtime/deployment"
 )
 
 // Variables Open reads. Tasks that use the store list them in their Vars.
@@ -143,17 +144,48 @@ func (st *Store) Close(ctx context.Context) error {
 	return err
 }
 
-// Open returns the deployment's store, connecting the first time any task
-// asks for it, and registers the "mongo" readiness check. The client is
-// disconnected (and the development store stopped) at shutdown.
+// SharedKey is the runtime.Shared key of the process's Store: one MongoDB
+// client and at most one development store per process, whoever asks first.
+const SharedKey = "mongo"
+
+// Open returns the deployment's store, connecting the first time anything
+// in the process asks for it, and registers the "mongo" readiness check.
+// The client is disconnected (and the development store stopped) at
+// shutdown.
 func Open(s *runtime.Setup) (*Store, error) {
-	st, err := runtime.Shared(s, "mongo", open)
+	st, err := runtime.Shared(s, SharedKey, open)
 	if err != nil {
 		return nil, err
 	}
 	// Check takes the lock that Shared holds while opening: register here.
 	s.Check("mongo", st.Ping)
 	return st, nil
+}
+
+// Database returns the deployment's database: the one upload writes, for
+// the runtime's own stores (runs, schedules, jobs: collections named
+// _runtime_*) and any other task. It is Open(s).Database(): the same
+// client and the same development store as every other user in the
+// process, opened lazily by whoever asks first (a process that never asks,
+// such as `runtime test generate_keys`, starts no store), and closed with
+// the host. Call it from an Init or a store constructor, not per request.
+//
+// Whether that database is the embedded development store is known
+// without opening anything: Development(s.Deployment).
+func Database(s *runtime.Setup) (*mongo.Database, error) {
+	st, err := Open(s)
+	if err != nil {
+		return nil, err
+	}
+	return st.Database(), nil
+}
+
+// Development reports whether dep's database is the embedded development
+// store (a development deployment without MONGO_URI), without starting
+// it. A production deployment without MONGO_URI is not: Open refuses it.
+func Development(dep *deployment.Deployment) bool {
+	_, haveURI := dep.Lookup(VarURI)
+	return !haveURI && !dep.Production
 }
 
 func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) error, error) {

@@ -216,3 +216,31 @@ func TestStartEmbedded(t *testing.T) {
 		t.Error("still listening after stop")
 	}
 }
+
+// TestDatabase checks that Database gives the runtime's stores the same
+// client as Open, and that Development needs nothing opened.
+func TestDatabase(t *testing.T) {
+	dep := deployment.New("testing", false, map[string]string{"MONGO_URI": storetest.URI(t) + "shared_db"})
+	if store.Development(dep) {
+		t.Error("a deployment with MONGO_URI is the development store")
+	}
+	if !store.Development(deployment.New("testing", false, map[string]string{})) {
+		t.Error("a development deployment without MONGO_URI is not the development store")
+	}
+	if store.Development(deployment.New("testing", true, map[string]string{})) {
+		t.Error("a production deployment is the development store")
+	}
+	var st *store.Store
+	var db *mongo.Database
+	runtimetest.New(t, dep, probe("probe", &st), runtime.Task{
+		Name: "other",
+		Run:  func(ctx context.Context, env *runtime.Env) error { return nil },
+		Init: func(ctx context.Context, s *runtime.Setup) (err error) {
+			db, err = store.Database(s)
+			return err
+		},
+	})
+	if db == nil || db.Client() != st.Client() || db.Name() != "shared_db" {
+		t.Errorf("Database = %v, want the store's own client and database shared_db", db)
+	}
+}
