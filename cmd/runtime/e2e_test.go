@@ -212,17 +212,17 @@ func TestUsageAndUnknowns(t *testing.T) {
 	root := project(t)
 	r := run(t, root, nil)
 	r.must(t, 2)
-	if !strings.Contains(r.stderr, "usage:") {
+	if !strings.Contains(r.stderr, "Usage:") {
 		t.Errorf("no usage text: %s", r.stderr)
 	}
 	run(t, root, nil, "frobnicate").must(t, 2)
 	run(t, root, nil, "test", "no_such_task").must(t, 2)
-	r = run(t, root, nil, "env", "nope").must(t, 1)
+	r = run(t, root, nil, "env", "nope").must(t, 2)
 	if !strings.Contains(r.stderr, `unknown deployment "nope"`) || !strings.Contains(r.stderr, "testing") {
 		t.Errorf("unknown deployment error should list the known ones: %s", r.stderr)
 	}
-	r = run(t, root, nil, "deploy", "nope").must(t, 1)
-	if !strings.Contains(r.stderr, "known: ") {
+	r = run(t, root, nil, "deploy", "tesitng").must(t, 2)
+	if !strings.Contains(r.stderr, "did you mean testing?") || !strings.Contains(r.stderr, "deployments: ") {
 		t.Errorf("deploy of an unknown deployment: %s", r.stderr)
 	}
 }

@@ -27,7 +27,7 @@ func TestNewTaskBuildsAndPasses(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(root, f), b, 0o644)
 	}
-	for _, d := range []string{"runtime", "tasks", "templates", "cmd"} {
+	for _, d := range []string{"runtime", "tasks", "templates", "cmd", "internal"} {
 		copyDir(t, filepath.Join(src, d), filepath.Join(root, d), goFiles)
 	}
 	copyDir(t, filepath.Join(src, "deployments"), filepath.Join(root, "deployments"), func(n string) bool { return strings.HasSuffix(n, ".yaml") })
@@ -39,6 +39,7 @@ func TestNewTaskBuildsAndPasses(t *testing.T) {
 	run(t, root, nil, "new", "hello_world").must(t, 1) // exists already
 	run(t, root, nil, "new", "Bad-Name").must(t, 2)
 	run(t, root, nil, "new", "metrics").must(t, 2) // reserved
+	run(t, root, nil, "new", "runtime").must(t, 2) // tasks/all.go imports runtime
 
 	all, _ := os.ReadFile(filepath.Join(root, "tasks", "all.go"))
 	if !strings.Contains(string(all), "hello_world.Task()") {

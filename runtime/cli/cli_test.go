@@ -140,18 +140,21 @@ func TestUsage(t *testing.T) {
 		stdout []string
 		stderr []string
 	}{
-		{nil, cli.Usage, nil, []string{"usage:", "runtime deploy"}},
-		{[]string{"frobnicate"}, cli.Usage, nil, []string{`runtime frobnicate: unknown command "frobnicate"`, "usage:"}},
-		{[]string{"help"}, cli.OK, []string{"usage:", "runtime test <task>"}, nil},
-		{[]string{"--help"}, cli.OK, []string{"usage:"}, nil},
-		{[]string{"tasks", "extra"}, cli.Usage, nil, []string{"want 0 argument(s), got 1"}},
-		{[]string{"test"}, cli.Usage, nil, []string{"want 1 argument(s), got 0"}},
-		{[]string{"test", "job", "job", "--root", root}, cli.Usage, nil, []string{"want 1 argument(s), got 2"}},
-		{[]string{"test", "--bogus", "job"}, cli.Usage, nil, []string{"flag provided but not defined: -bogus"}},
-		{[]string{"env"}, cli.Usage, nil, []string{"want 1 argument(s)"}},
-		{[]string{"logs"}, cli.Usage, nil, []string{"want 1 argument(s)"}},
-		{[]string{"deploy"}, cli.Usage, nil, []string{"want 1 argument(s)"}},
-		{[]string{"new"}, cli.Usage, nil, []string{"want 1 argument(s)"}},
+		{nil, cli.Usage, nil, []string{"Usage:", "deploy <deployment>"}},
+		{[]string{"frobnicate"}, cli.Usage, nil, []string{`runtime: unknown command "frobnicate"`, "Run 'runtime --help' for usage."}},
+		{[]string{"help"}, cli.OK, []string{"Usage:", "test <task>", "--root DIR"}, nil},
+		{[]string{"--help"}, cli.OK, []string{"Usage:"}, nil},
+		{[]string{"-h"}, cli.OK, []string{"Usage:"}, nil},
+		{[]string{"tasks", "extra"}, cli.Usage, nil, []string{`runtime tasks: takes no arguments, got "extra"`, "usage: runtime tasks [flags]"}},
+		{[]string{"test", "--root", root}, cli.Usage, nil, []string{"missing the task name; tasks: api, job"}},
+		{[]string{"test", "job", "job", "--root", root}, cli.Usage, nil, []string{"want one task, got 2 arguments"}},
+		{[]string{"test", "--bogus", "job"}, cli.Usage, nil, []string{"unknown flag: --bogus", "Run 'runtime test --help' for usage."}},
+		{[]string{"env", "--root", root}, cli.Usage, nil, []string{"missing the deployment name; deployments: staging, testing"}},
+		{[]string{"logs", "--root", root}, cli.Usage, nil, []string{"missing the task name"}},
+		{[]string{"deploy", "--root", root}, cli.Usage, nil, []string{"runtime deploy: missing the deployment name; deployments: staging, testing"}},
+		{[]string{"new"}, cli.Usage, nil, []string{"accepts 1 arg(s), received 0"}},
+		{[]string{"help", "nope"}, cli.Usage, nil, []string{`unknown command "nope"`}},
+		{[]string{"help", "tset"}, cli.Usage, nil, []string{`unknown command "tset" (did you mean test?)`}},
 		{[]string{"test", "nope", "--root", root}, cli.Usage, nil, []string{`unknown task "nope"`, "known: api, job"}},
 		{[]string{"test", "api", "--root", root}, cli.Usage, nil, []string{`task "api" has no on-demand entry point`, "GET, POST /api"}},
 		{[]string{"test", "job", "--root", root, "--params", "{bad"}, cli.Usage, nil, []string{"--params is not valid JSON"}},
@@ -161,6 +164,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"new", "metrics", "--root", root}, cli.Usage, nil, []string{`task name "metrics" is reserved`}},
 		{[]string{"new", "func", "--root", root}, cli.Usage, nil, []string{`task name "func" cannot name a Go package`}},
 		{[]string{"new", "main", "--root", root}, cli.Usage, nil, []string{`task name "main" cannot name a Go package`}},
+		{[]string{"new", "runtime", "--root", root}, cli.Usage, nil, []string{`task name "runtime" clashes with a package the generated code imports (context, deployment, echo, http, runtime, runtimetest, strings, testing)`}},
+		{[]string{"new", "echo", "--root", root}, cli.Usage, nil, []string{`task name "echo" clashes`}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -251,7 +256,7 @@ func TestEnv(t *testing.T) {
 	}
 
 	r = run(t, fakeTasks(), nil, "env", "prod", "--root", root)
-	r.check(t, cli.Failure, nil, []string{`unknown deployment "prod" (known: staging, testing)`})
+	r.check(t, cli.Usage, nil, []string{`unknown deployment "prod"; deployments: staging, testing`})
 }
 
 func TestTestAndLogs(t *testing.T) {
@@ -312,8 +317,8 @@ func TestTestDeploymentProblems(t *testing.T) {
 	// The process environment fills them in.
 	r = run(t, fakeTasks(), []string{"GREETING=from env", "API_KEY=" + secretKey}, "test", "job", "--root", root, "--deployment", "staging")
 	r.check(t, cli.OK, []string{`greeting="from env"`, "key=********"}, nil)
-	r = run(t, fakeTasks(), nil, "test", "job", "--root", root, "--deployment", "nope")
-	r.check(t, cli.Failure, nil, []string{`unknown deployment "nope" (known: staging, testing)`})
+	r = run(t, fakeTasks(), nil, "test", "job", "--root", root, "--deployment", "stagign")
+	r.check(t, cli.Usage, nil, []string{`--deployment: unknown deployment "stagign" (did you mean staging?); deployments: staging, testing`})
 	r = run(t, fakeTasks(), nil, "logs", "api", "--root", root)
 	r.check(t, cli.Failure, nil, []string{`no runs of task "api" yet`})
 }

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/taskrun/taskrun/runtime"
+)
+
+func (a *App) deployCmd() *cobra.Command {
+	var listen string
+	c := &cobra.Command{
+		Use:   "deploy <deployment>",
+		Short: "serve a deployment's HTTP tasks",
+		Long: `runtime deploy: serve a deployment's HTTP tasks.
+
+It loads the deployment, checks that every variable a task requires is set,
+runs each task's Init, then serves until SIGINT or SIGTERM. Logs are JSON
+lines when stdout is not a terminal, readable text when it is.`,
+		Example: "  runtime deploy testing\n  runtime deploy production --listen 0.0.0.0:8080",
+		Args:    a.deploymentArg,
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.deploy(c.Context(), args[0], listen)
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "", "serve on `HOST:PORT` (default: the deployment's listen)")
+	return c
+}
+
+func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
+	p, err := a.project()
+	if err != nil {
+		return err
+	}
+	dep, err := p.load(name, a.Environ, p.reg)
+	if err != nil {
+		return err
+	}
+	defer func() { err = redactErr(err, dep.Secrets()) }()
+	// Not on a terminal, log lines are batched: one write per 100 ms or
+	// 64 KiB instead of one per request. What start-up logged is written
+	// as soon as it is serving, for whoever waits for that line.
+	out := a.Stdout
+	flush := func() {}
+	if f, ok := out.(*os.File); !ok || !isatty.IsTerminal(f.Fd()) {
+		interval := a.LogInterval
+		if interval <= 0 {
+			interval = 100 * time.Millisecond
+		}
+		bw := runtime.NewBufferedWriter(out, 64<<10, interval)
+		defer bw.Close()
+		out, flush = bw, func() { _ = bw.Flush() }
+	}
+	log := runtime.NewLogger(out, dep.Secrets())
+	h, err := runtime.NewHost(ctx, p.reg, dep, runtime.Options{Log: log, StateDir: p.stateDir()})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := h.Close(context.Background()); err != nil {
+			log.Error().Err(err).Msg("closing shared resources")
+		}
+	}()
+	addr := dep.Listen
+	if listen != "" {
+		addr = listen
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	url := "http://" + ln.Addr().String()
+	for _, t := range p.reg.Tasks() {
+		if t.HTTP != nil {
+			log.Info().Str("task", t.Name).Strs("methods", t.Methods()).Str("url", url+"/"+t.Name).Msg("mounted")
+		}
+	}
+	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).
+		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
+	flush()
+	if err := h.Serve(ctx, ln); err != nil {
+		return err
+	}
+	log.Info().Msg("stopped")
+	return nil
+}

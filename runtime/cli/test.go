@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/taskrun/taskrun/runtime"
+)
+
+func (a *App) testCmd() *cobra.Command {
+	var depName, params string
+	c := &cobra.Command{
+		Use:   "test <task>",
+		Short: "run a task once, its logs saved as a run record",
+		Long: `runtime test: run a task's on-demand entry point once.
+
+It runs in a deployment's environment (testing unless --deployment says
+otherwise), with --params as JSON or @file. Its logs print as they happen
+and are saved, with the outcome, as a run record (runtime logs <task>).`,
+		Example: "  runtime test generate_keys\n  runtime test generate_keys --params '{\"alg\":\"EdDSA\"}'",
+		Args:    a.taskArg,
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.test(c.Context(), args[0], depName, params)
+		},
+	}
+	c.Flags().StringVar(&depName, "deployment", "testing", "run in deployment `NAME`")
+	c.Flags().StringVar(&params, "params", "", "the run's parameters: `JSON`, or @file")
+	return c
+}
+
+func (a *App) test(ctx context.Context, task, depName, params string) (err error) {
+	p, err := a.project()
+	if err != nil {
+		return err
+	}
+	only, err := p.reg.Only(task)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if t, _ := only.Lookup(task); t.Run == nil {
+		return usageErr("task %q has no on-demand entry point; it is served over HTTP (%s /%s)", t.Name, strings.Join(t.Methods(), ", "), t.Name)
+	}
+	raw := []byte(params)
+	if strings.HasPrefix(params, "@") {
+		if raw, err = os.ReadFile(strings.TrimPrefix(params, "@")); err != nil {
+			return usageErr("--params: %v", err)
+		}
+	}
+	if len(raw) > 0 && !json.Valid(raw) {
+		return usageErr("--params is not valid JSON")
+	}
+	if err := p.checkDeployment(depName, "deployment"); err != nil {
+		return err
+	}
+	dep, err := p.load(depName, a.Environ, only)
+	if err != nil {
+		return err
+	}
+	defer func() { err = redactErr(err, dep.Secrets()) }()
+	log := runtime.NewLogger(a.Stderr, dep.Secrets())
+	h, err := runtime.NewHost(ctx, only, dep, runtime.Options{Log: log, StateDir: p.stateDir()})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = h.Close(context.Background()) }()
+	term := runtime.Console(a.Stdout)
+	rec, err := h.Run(ctx, task, raw, term)
+	if err != nil && rec == nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "run %s of %s %s in %s (runtime logs %s --run %s)\n", rec.ID, rec.Task, rec.Outcome, rec.Duration.Round(1000), rec.Task, rec.ID)
+	if err != nil {
+		return err
+	}
+	if rec.Outcome != runtime.Succeeded {
+		fmt.Fprintf(a.Stderr, "runtime test: %s failed: %s\n", rec.Task, rec.Error)
+		return errRunFailed
+	}
+	return nil
+}
