@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
@@ -273,16 +274,39 @@ func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		d := time.Since(start)
 		task := tc.task
 		status := c.Response().Status
-		h.metrics.observe(task, c.Request().Method, status, d)
+		method := methodLabel(c.Request().Method)
+		h.metrics.observe(task, method, status, d)
 		ev := h.log.Info()
 		if status >= 500 {
 			ev = h.log.Error()
 		}
-		ev.Str("request_id", requestIDOf(c)).Str("method", c.Request().Method).
-			Str("path", c.Request().URL.Path).Int("status", status).
+		ev.Str("request_id", requestIDOf(c)).Str("method", method).
+			Str("path", pathLabel(c)).Int("status", status).
 			Int64("bytes", c.Response().Size).Dur("duration", d).Msg("request")
 		return nil
 	}
+}
+
+// pathLabel is the request's path when a route serves it, else one value:
+// what a client invents does not reach the logs.
+func pathLabel(c echo.Context) string {
+	if p := c.Path(); p != "" && p != "/*" && p == c.Request().URL.Path {
+		return p
+	}
+	return "(unknown)"
+}
+
+// clip shortens what a client sent before it is quoted back in an answer.
+func clip(s string) string {
+	const n = 100
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "..."
 }
 
 // recoverPanic is the one place where a panic in a handler becomes an error.
@@ -404,9 +428,9 @@ func (h *Host) handleError(err error, c echo.Context) {
 		msg = strings.ToLower(http.StatusText(status))
 		switch status {
 		case http.StatusNotFound:
-			msg = fmt.Sprintf("no task at %s", c.Request().URL.Path)
+			msg = fmt.Sprintf("no task at %s", clip(c.Request().URL.Path))
 		case http.StatusMethodNotAllowed:
-			msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", c.Request().Method, c.Request().URL.Path, c.Response().Header().Get(echo.HeaderAllow))
+			msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", clip(c.Request().Method), clip(c.Request().URL.Path), c.Response().Header().Get(echo.HeaderAllow))
 		case http.StatusRequestEntityTooLarge:
 			msg = tooLarge(h.dep.BodyLimit).Message
 		}

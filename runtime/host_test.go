@@ -607,11 +607,13 @@ func TestHostMetrics(t *testing.T) {
 	}
 	for _, w := range []string{
 		`runtime_inflight_requests{deployment="staging"} 1`, // the /metrics request itself
-		`runtime_requests_total{deployment="staging",task="count",method="POST",status="204"} 3`,
-		`runtime_requests_total{deployment="staging",task="-",method="GET",status="405"} 1`, // the task did not run
-		`runtime_requests_total{deployment="staging",task="-",method="GET",status="404"} 1`,
-		`runtime_request_duration_seconds_count{deployment="staging",task="count",method="POST",status="204"} 3`,
-		`runtime_request_duration_seconds_bucket{deployment="staging",task="count",method="POST",status="204",le="+Inf"} 3`,
+		`runtime_requests_total{deployment="staging",method="POST",status="204",task="count"} 3`,
+		`runtime_requests_total{deployment="staging",method="GET",status="405",task="-"} 1`, // the task did not run
+		`runtime_requests_total{deployment="staging",method="GET",status="404",task="-"} 1`,
+		`runtime_request_duration_seconds_count{deployment="staging",method="POST",status="204",task="count"} 3`,
+		`runtime_request_duration_seconds_bucket{deployment="staging",method="POST",status="204",task="count",le="+Inf"} 3`,
+		`go_goroutines{deployment="staging"}`,
+		`process_open_fds{deployment="staging"}`,
 		"# TYPE app_ops_total counter",
 		"# HELP app_ops_total Operations, by kind.",
 		`app_ops_total{deployment="staging",kind="delete"} 1`,
@@ -622,7 +624,7 @@ func TestHostMetrics(t *testing.T) {
 		}
 	}
 	// Every sample line is name{labels} value.
-	sample := regexp.MustCompile(`^[a-z_]+\{[^}]*\} [0-9.e+-]+$`)
+	sample := regexp.MustCompile(`^[a-z_0-9]+\{[^}]*deployment="staging"[^}]*\} ([0-9.e+-]+|NaN)$`)
 	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
 		if !strings.HasPrefix(l, "#") && !sample.MatchString(l) {
 			t.Errorf("malformed sample line %q", l)
@@ -855,7 +857,7 @@ func TestConcurrentRequests(t *testing.T) {
 	}
 	resp := h.Do("GET", "/metrics", nil)
 	b, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(b), `task="web",method="POST",status="201"} 10`) {
+	if !strings.Contains(string(b), `method="POST",status="201",task="web"} 10`) {
 		t.Errorf("metrics:\n%s", b)
 	}
 }

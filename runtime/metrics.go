@@ -2,30 +2,41 @@ package runtime
 
 import (
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
 )
 
-// Prometheus text exposition, written by hand: a few atomic counters do not
-// need a metrics library on the hot path.
+// Metrics are kept in one Prometheus registry per Host and served on
+// /metrics. Every series carries the deployment's name as a constant label.
+// Label values never come from a client as sent: methods are mapped to the
+// known ones (else OTHER), tasks come from the registry ("-" when no task
+// served the request), statuses are the numbers the runtime answered.
 
 var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 type metrics struct {
-	deployment string
-	inflight   atomic.Int64
-	mu         sync.RWMutex
-	requests   map[reqKey]*reqStats
-	counters   map[string]*Counter
+	reg      *prometheus.Registry
+	wrapped  prometheus.Registerer // adds the deployment label
+	inflight prometheus.Gauge
+	closing  prometheus.Gauge
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	handler  http.Handler
+
+	// observers caches the children of requests and duration by label
+	// values, so that a request costs a map lookup, not label hashing.
+	observers sync.Map // reqKey -> *reqObservers
+
+	mu       sync.Mutex
+	counters map[string]*Counter
 }
 
 type reqKey struct {
@@ -33,14 +44,33 @@ type reqKey struct {
 	status       int
 }
 
-type reqStats struct {
-	count   atomic.Int64
-	sumNS   atomic.Int64
-	buckets []atomic.Int64
+type reqObservers struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 func newMetrics(dep string) *metrics {
-	return &metrics{deployment: dep, requests: map[reqKey]*reqStats{}, counters: map[string]*Counter{}}
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg:      reg,
+		wrapped:  prometheus.WrapRegistererWith(prometheus.Labels{"deployment": dep}, reg),
+		counters: map[string]*Counter{},
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "runtime_inflight_requests", Help: "Requests being served."}),
+		closing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "runtime_closing_connections",
+			Help: "Connections the runtime has answered and is closing, reading what the client still sends for a moment so that it gets the answer and not a reset."}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "runtime_requests_total", Help: "Requests served, by task, method and status."},
+			[]string{"task", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "runtime_request_duration_seconds", Help: "Request latency, by task, method and status.",
+			Buckets: latencyBuckets}, []string{"task", "method", "status"}),
+	}
+	m.wrapped.MustRegister(m.inflight, m.closing, m.requests, m.duration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return m
 }
 
 func (m *metrics) observe(task, method string, status int, d time.Duration) {
@@ -48,112 +78,77 @@ func (m *metrics) observe(task, method string, status int, d time.Duration) {
 		task = "-"
 	}
 	k := reqKey{task, method, status}
-	m.mu.RLock()
-	s := m.requests[k]
-	m.mu.RUnlock()
-	if s == nil {
-		m.mu.Lock()
-		if s = m.requests[k]; s == nil {
-			s = &reqStats{buckets: make([]atomic.Int64, len(latencyBuckets))}
-			m.requests[k] = s
-		}
-		m.mu.Unlock()
+	o, ok := m.observers.Load(k)
+	if !ok {
+		lv := []string{task, method, strconv.Itoa(status)}
+		o, _ = m.observers.LoadOrStore(k, &reqObservers{
+			count: m.requests.WithLabelValues(lv...), duration: m.duration.WithLabelValues(lv...)})
 	}
-	s.count.Add(1)
-	s.sumNS.Add(int64(d))
-	sec := d.Seconds()
-	for i, b := range latencyBuckets {
-		if sec <= b {
-			s.buckets[i].Add(1)
-			break
+	ro := o.(*reqObservers)
+	ro.count.Inc()
+	ro.duration.Observe(d.Seconds())
+}
+
+func (m *metrics) serve(c echo.Context) error {
+	m.handler.ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+// knownMethods are the methods that appear in metrics and logs as sent;
+// any other is OTHER.
+var knownMethods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace}
+
+// methodLabel maps a request method to a bounded set of values.
+func methodLabel(m string) string {
+	for _, k := range knownMethods {
+		if m == k {
+			return k
 		}
 	}
+	return "OTHER"
 }
 
 // Counter is a monotonically increasing count with one label, exported on
-// /metrics as <name>{deployment,label}.
+// /metrics as <name>{deployment,label}. Its label values must come from
+// the task's code, never from a client as sent.
 type Counter struct {
-	name, help, label string
-	mu                sync.RWMutex
-	values            map[string]*atomic.Int64
+	vec *prometheus.CounterVec
 }
 
 // Add adds n to the count for a label value.
-func (c *Counter) Add(value string, n int64) {
-	c.mu.RLock()
-	v := c.values[value]
-	c.mu.RUnlock()
-	if v == nil {
-		c.mu.Lock()
-		if v = c.values[value]; v == nil {
-			v = new(atomic.Int64)
-			c.values[value] = v
-		}
-		c.mu.Unlock()
-	}
-	v.Add(n)
+func (c *Counter) Add(value string, n int64) { c.vec.WithLabelValues(value).Add(float64(n)) }
+
+// Counter returns the process-wide counter of that name, creating it. A
+// name that is not a valid metric name, or that another metric holds,
+// panics (Init reports the panic as the task's error).
+func (s *Setup) Counter(name, help, label string) *Counter {
+	return s.res.metrics.counter(name, help, label)
 }
 
-// Counter returns the process-wide counter of that name, creating it.
-func (s *Setup) Counter(name, help, label string) *Counter {
-	m := s.res.metrics
+func (m *metrics) counter(name, help, label string) *Counter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if c, ok := m.counters[name]; ok {
 		return c
 	}
-	c := &Counter{name: name, help: help, label: label, values: map[string]*atomic.Int64{}}
+	if !model.IsValidLegacyMetricName(name) || !model.LabelName(label).IsValidLegacy() {
+		panic(fmt.Sprintf("metric %q with label %q: want names of letters, digits and _", name, label))
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	if err := m.wrapped.Register(vec); err != nil {
+		panic(fmt.Sprintf("metric %s: %v", name, err))
+	}
+	c := &Counter{vec: vec}
 	m.counters[name] = c
 	return c
 }
 
-func (m *metrics) serve(c echo.Context) error {
-	var b strings.Builder
-	dep := strconv.Quote(m.deployment)
-	fmt.Fprintf(&b, "# HELP runtime_inflight_requests Requests being served.\n# TYPE runtime_inflight_requests gauge\nruntime_inflight_requests{deployment=%s} %d\n", dep, m.inflight.Load())
-	m.mu.RLock()
-	keys := make([]reqKey, 0, len(m.requests))
-	for k := range m.requests {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.task != b.task {
-			return a.task < b.task
-		}
-		if a.method != b.method {
-			return a.method < b.method
-		}
-		return a.status < b.status
-	})
-	b.WriteString("# HELP runtime_requests_total Requests served, by task, method and status.\n# TYPE runtime_requests_total counter\n")
-	for _, k := range keys {
-		fmt.Fprintf(&b, "runtime_requests_total{deployment=%s,task=%q,method=%q,status=\"%d\"} %d\n", dep, k.task, k.method, k.status, m.requests[k].count.Load())
-	}
-	b.WriteString("# HELP runtime_request_duration_seconds Request latency, by task, method and status.\n# TYPE runtime_request_duration_seconds histogram\n")
-	for _, k := range keys {
-		s := m.requests[k]
-		lbl := fmt.Sprintf("deployment=%s,task=%q,method=%q,status=\"%d\"", dep, k.task, k.method, k.status)
-		var cum int64
-		for i, bound := range latencyBuckets {
-			cum += s.buckets[i].Load()
-			fmt.Fprintf(&b, "runtime_request_duration_seconds_bucket{%s,le=\"%g\"} %d\n", lbl, bound, cum)
-		}
-		n := s.count.Load()
-		fmt.Fprintf(&b, "runtime_request_duration_seconds_bucket{%s,le=\"+Inf\"} %d\n", lbl, n)
-		fmt.Fprintf(&b, "runtime_request_duration_seconds_sum{%s} %g\n", lbl, time.Duration(s.sumNS.Load()).Seconds())
-		fmt.Fprintf(&b, "runtime_request_duration_seconds_count{%s} %d\n", lbl, n)
-	}
-	names := slices.Sorted(maps.Keys(m.counters))
-	for _, name := range names {
-		ctr := m.counters[name]
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n", name, ctr.help, name)
-		ctr.mu.RLock()
-		for _, v := range slices.Sorted(maps.Keys(ctr.values)) {
-			fmt.Fprintf(&b, "%s{deployment=%s,%s=%q} %d\n", name, dep, ctr.label, v, ctr.values[v].Load())
-		}
-		ctr.mu.RUnlock()
-	}
-	m.mu.RUnlock()
-	return c.Blob(http.StatusOK, "text/plain; version=0.0.4; charset=utf-8", []byte(b.String()))
-}
+// Registerer is where tasks and the runtime's own packages register
+// further metrics: they are served on the same /metrics, each series with
+// the deployment label added. Label values must come from a bounded set.
+func (s *Setup) Registerer() prometheus.Registerer { return s.res.metrics.wrapped }
+
+// Registerer is the host's metrics registry, for the runtime's packages
+// (executor, schedules, queue, dashboard): see Setup.Registerer.
+func (h *Host) Registerer() prometheus.Registerer { return h.metrics.wrapped }
