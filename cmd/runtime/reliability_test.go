@@ -482,7 +482,7 @@ func relSeries(name string, labels ...string) string {
 }
 
 func relRequests(task, method string, status int) string {
-	return relSeries("runtime_requests_total", "deployment", "testing", "task", task, "method", method, "status", strconv.Itoa(status))
+	return relSeries("runtime_requests_total", "deployment", "testing", "method", method, "status", strconv.Itoa(status), "task", task) // labels in exposition order
 }
 
 var relInflight = relSeries("runtime_inflight_requests", "deployment", "testing")
@@ -1131,8 +1131,8 @@ func TestReliabilityMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present: %t), want %v", s, got, ok, v)
 		}
 	}
-	hist := relSeries("runtime_request_duration_seconds_count", "deployment", "testing", "task", "upload", "method", "POST", "status", "200")
-	inf := strings.TrimSuffix(relSeries("runtime_request_duration_seconds_bucket", "deployment", "testing", "task", "upload", "method", "POST", "status", "200"), "}") + `,le="+Inf"}`
+	hist := relSeries("runtime_request_duration_seconds_count", "deployment", "testing", "method", "POST", "status", "200", "task", "upload")
+	inf := strings.TrimSuffix(relSeries("runtime_request_duration_seconds_bucket", "deployment", "testing", "method", "POST", "status", "200", "task", "upload"), "}") + `,le="+Inf"}`
 	if m[hist] != 2 || m[inf] != 2 {
 		t.Errorf("upload latency histogram: count %v, +Inf bucket %v, want 2", m[hist], m[inf])
 	}
