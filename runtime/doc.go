@@ -14,14 +14,23 @@
 //
 // A deployment (package deployment) holds settings and variables, layered
 // from deployments/<name>.yaml, the git-ignored <name>.local.env and the
-// process environment. NewHost checks that every required variable is set,
+// process environment. NewCore checks that every required variable is set,
 // then runs each task's Init, which parses configuration and opens what
 // tasks share (Shared: opened once per process, closed in reverse order by
 // Close; Setup.Check adds a readiness check, Setup.Counter a metric).
 //
-// The Host serves the HTTP tasks (Handler, Serve with a graceful shutdown)
-// next to /healthz, /readyz and /metrics, and runs on-demand tasks (Run),
-// capturing their logs into a Record saved under the state folder.
+// The Core is the runtime without any HTTP: the tasks set up, the shared
+// resources, the secrets and the Executor, the one path by which a task's
+// Run runs whatever triggered it (RunRequest: the CLI, a schedule, a queue,
+// the dashboard). The Executor bounds the run, turns a panic into a failed
+// run, captures and caps its logs and keeps a Record in a RunStore: an
+// interface this package declares (files under the state folder here,
+// MongoDB in internal/mongostore, chosen by main through
+// Options.OpenRuns), retried from a bounded buffer when the store fails.
+//
+// The Host (NewHost, or NewHTTPHost over a Core) is the HTTP side: it
+// serves the HTTP tasks (Handler, Serve with a graceful shutdown) next to
+// /healthz, /readyz and /metrics.
 // Handlers return errors: an *Error (Errorf, BadRequest, Unauthorized,
 // Unavailable) keeps its status and message; any other error or a panic
 // becomes an opaque 500 carrying the request id, with the chain and stack

@@ -15,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
-	"github.com/rs/zerolog"
 
 	"github.com/taskrun/taskrun/runtime/deployment"
 )
@@ -23,124 +22,33 @@ import (
 // RequestIDHeader carries the request id, in and out.
 const RequestIDHeader = "X-Request-Id"
 
-// Host runs the tasks of one registry in one deployment: it serves their
-// HTTP handlers and runs their on-demand entry points.
+// Host serves the HTTP tasks of a Core: the HTTP side of the runtime,
+// around the Core that on-demand runs use alone.
 type Host struct {
-	reg      *Registry
-	dep      *deployment.Deployment
-	log      zerolog.Logger
-	stateDir string
-	res      *resources
-	echo     *echo.Echo
-	metrics  *metrics
-	secrets  [][]byte // the forms of the deployment's secrets, for redaction
+	*Core
+	echo *echo.Echo
 }
 
-// Options configure a Host.
-type Options struct {
-	// Log receives the host's and the tasks' logs (see NewLogger).
-	Log zerolog.Logger
-	// StateDir is the git-ignored folder for local state (run records,
-	// development stores).
-	StateDir string
-}
-
-// NewHost checks that every variable the tasks require is set, then runs
-// each task's Init in name order. Any failure closes what was opened and
-// returns one error naming every problem.
+// NewHost sets up a Core (see NewCore) and its HTTP host.
 func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opts Options) (*Host, error) {
-	m := newMetrics(dep.Name)
-	h := &Host{reg: reg, dep: dep, log: opts.Log, stateDir: opts.StateDir, res: newResources(m), metrics: m,
-		secrets: secretForms(dep.Secrets())}
-	if err := h.checkVars(); err != nil {
+	c, err := NewCore(ctx, reg, dep, opts)
+	if err != nil {
 		return nil, err
 	}
-	// Tasks that share a resource fail alike: say each problem once, with
-	// every task it stops.
-	var (
-		errs    []error
-		byMsg   = map[string]int{}
-		tasksOf [][]string
-	)
-	for _, t := range reg.tasks {
-		if t.Init == nil {
-			continue
-		}
-		s := &Setup{Deployment: dep, Log: h.log.With().Str("task", t.Name).Logger(), StateDir: h.stateDir, Task: t.Name, res: h.res}
-		if err := safeInit(ctx, t, s); err != nil {
-			if i, ok := byMsg[err.Error()]; ok {
-				tasksOf[i] = append(tasksOf[i], t.Name)
-				continue
-			}
-			byMsg[err.Error()] = len(errs)
-			errs = append(errs, err)
-			tasksOf = append(tasksOf, []string{t.Name})
-		}
-	}
-	for i, err := range errs {
-		errs[i] = fmt.Errorf("task %s: %w", strings.Join(tasksOf[i], ", "), err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		cerr := h.res.close(ctx)
-		return nil, errors.Join(fmt.Errorf("deployment %q cannot start:\n%w", dep.Name, err), cerr)
-	}
+	return NewHTTPHost(c), nil
+}
+
+// NewHTTPHost builds the HTTP host of a Core (h.Core). Closing the Host
+// closes the Core.
+func NewHTTPHost(c *Core) *Host {
+	h := &Host{Core: c}
 	h.echo = h.newEcho()
-	return h, nil
+	return h
 }
-
-func safeInit(ctx context.Context, t Task, s *Setup) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("panic in Init: %v", p)
-		}
-	}()
-	return t.Init(ctx, s)
-}
-
-func (h *Host) checkVars() error {
-	// One line per missing variable, naming every task that needs it.
-	var order []string
-	users, help := map[string][]string{}, map[string]string{}
-	for _, t := range h.reg.tasks {
-		for _, v := range t.Vars {
-			if _, ok := h.dep.Lookup(v.Name); ok || v.Optional {
-				continue
-			}
-			if _, seen := users[v.Name]; !seen {
-				order = append(order, v.Name)
-			}
-			users[v.Name] = append(users[v.Name], t.Name)
-			if help[v.Name] == "" {
-				help[v.Name] = v.Help
-			}
-		}
-	}
-	if len(order) == 0 {
-		return nil
-	}
-	missing := make([]string, len(order))
-	for i, n := range order {
-		missing[i] = fmt.Sprintf("  %s (needed by %s)", n, strings.Join(users[n], ", "))
-		if help[n] != "" {
-			missing[i] += ": " + help[n]
-		}
-	}
-	return fmt.Errorf("deployment %q is missing %d variable(s):\n%s\nset each in deployments/%s.yaml (vars), in the git-ignored deployments/%s.local.env, or in the process environment",
-		h.dep.Name, len(missing), strings.Join(missing, "\n"), h.dep.Name, h.dep.Name)
-}
-
-// Registry returns the host's tasks.
-func (h *Host) Registry() *Registry { return h.reg }
-
-// Deployment returns the host's deployment.
-func (h *Host) Deployment() *deployment.Deployment { return h.dep }
 
 // Handler returns the HTTP handler serving every HTTP task at /<name>, plus
 // /healthz, /readyz and /metrics.
 func (h *Host) Handler() http.Handler { return h.echo }
-
-// Close closes the shared resources that tasks opened.
-func (h *Host) Close(ctx context.Context) error { return h.res.close(ctx) }
 
 // Serve serves on ln until ctx is cancelled, then stops accepting and lets
 // in-flight requests finish within the deployment's grace period.

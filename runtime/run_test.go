@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -220,7 +219,8 @@ func TestRunLogsCapped(t *testing.T) {
 	}
 }
 
-func TestSaveAndLoadRecord(t *testing.T) {
+// Runs through a Host are kept in the file store under the state folder.
+func TestRunsAreSaved(t *testing.T) {
 	state := t.TempDir()
 	reg, err := runtime.NewRegistry(jobTask())
 	if err != nil {
@@ -230,6 +230,7 @@ func TestSaveAndLoadRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer h.Close(context.Background())
 	var ids []string
 	for _, p := range []string{`{}`, `{"do":"fail"}`, `{"lines":2}`} {
 		rec, err := h.Run(context.Background(), "job", []byte(p), nil)
@@ -238,86 +239,30 @@ func TestSaveAndLoadRecord(t *testing.T) {
 		}
 		ids = append(ids, rec.ID)
 	}
-	files, _ := filepath.Glob(filepath.Join(state, "runs", "job", "*.json"))
+	files, _ := filepath.Glob(filepath.Join(state, "runs", "testing", "job", "*.json"))
 	if len(files) != 3 {
 		t.Fatalf("files %v", files)
 	}
-	for _, f := range files {
-		st, _ := os.Stat(f)
-		if st.Mode().Perm() != 0o600 {
-			t.Errorf("%s has mode %v", f, st.Mode().Perm())
-		}
+	st := runtime.NewFileRunStore(state, "testing")
+	recs, err := st.ListRuns(context.Background(), runtime.RunFilter{Task: "job"})
+	if err != nil || len(recs) != 3 || recs[0].ID != ids[2] || recs[2].ID != ids[0] {
+		t.Fatalf("ListRuns = %v, %v; want %v newest first", recs, err, ids)
 	}
-	latest, err := runtime.LoadRecord(state, "job", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if latest.ID != ids[2] || !strings.Contains(latest.Logs, `"i":1`) {
-		t.Errorf("latest is %s, want %s", latest.ID, ids[2])
-	}
-	failed, err := runtime.LoadRecord(state, "job", ids[1])
+	failed, err := st.GetRun(context.Background(), ids[1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if failed.Outcome != runtime.Failed || failed.Error != "step 2: the data is bad" || compact(failed.Params) != `{"do":"fail"}` ||
-		failed.Task != "job" || failed.Deployment != "testing" || failed.Duration <= 0 || failed.Start.IsZero() {
+		failed.Task != "job" || failed.Deployment != "testing" || failed.Trigger != runtime.TriggerCLI ||
+		failed.Duration <= 0 || failed.Start.IsZero() || !strings.Contains(failed.Logs, "run failed") {
 		t.Errorf("loaded %+v", failed)
-	}
-	if _, err := runtime.LoadRecord(state, "job", "ffffffffffffffff"); err == nil || !strings.Contains(err.Error(), `no run "ffffffffffffffff" of task "job"`) {
-		t.Errorf("unknown id: %v", err)
-	}
-	if _, err := runtime.LoadRecord(state, "other", ""); err == nil || !strings.Contains(err.Error(), `no runs of task "other" yet`) {
-		t.Errorf("no runs: %v", err)
-	}
-	// A record round-trips through SaveRecord.
-	rec := &runtime.Record{ID: "abc", Task: "other", Deployment: "d", Start: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC),
-		Duration: time.Second, Outcome: runtime.Succeeded, Params: json.RawMessage(`{"a":1}`), Logs: "x\n", Dropped: 3}
-	if err := runtime.SaveRecord(state, rec); err != nil {
-		t.Fatal(err)
-	}
-	got, err := runtime.LoadRecord(state, "other", "abc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Params are JSON: compare them as such (the file is indented).
-	if compact(got.Params) != compact(rec.Params) {
-		t.Errorf("params %s, want %s", got.Params, rec.Params)
-	}
-	got.Params = rec.Params
-	if fmt.Sprintf("%+v", *got) != fmt.Sprintf("%+v", *rec) {
-		t.Errorf("round trip:\n%+v\n%+v", *got, *rec)
-	}
-	// A broken file is reported with its path.
-	bad := filepath.Join(state, "runs", "broken")
-	_ = os.MkdirAll(bad, 0o700)
-	_ = os.WriteFile(filepath.Join(bad, "x-1.json"), []byte("{"), 0o600)
-	if _, err := runtime.LoadRecord(state, "broken", ""); err == nil || !strings.Contains(err.Error(), "x-1.json") {
-		t.Errorf("broken record: %v", err)
-	}
-}
-
-func TestLatestIsByStartNotByID(t *testing.T) {
-	state := t.TempDir()
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	// Later start, smaller id; and starts that differ only in nanoseconds.
-	for i, r := range []struct {
-		id string
-		at time.Duration
-	}{{"ffff", 0}, {"0000", time.Nanosecond}, {"aaaa", 999 * time.Nanosecond}} {
-		_ = i
-		if err := runtime.SaveRecord(state, &runtime.Record{ID: r.id, Task: "t", Start: t0.Add(r.at)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rec, err := runtime.LoadRecord(state, "t", "")
-	if err != nil || rec.ID != "aaaa" {
-		t.Errorf("latest = %v, %v; want aaaa", rec, err)
 	}
 }
 
 func TestRecordPrint(t *testing.T) {
 	rec := &runtime.Record{
-		ID: "0123456789abcdef", Task: "job", Deployment: "testing",
+		ID: "0123456789abcdef", Task: "job", Deployment: "testing", Trigger: runtime.TriggerSchedule,
+		Schedule: "nightly", FireTime: time.Date(2030, 5, 6, 7, 8, 0, 0, time.UTC), Instance: "host-a:42",
 		Start: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC), Duration: 1234567 * time.Nanosecond,
 		Outcome: runtime.Failed, Error: "step 2: bad",
 		Logs: `{"level":"info","task":"job","run_id":"0123456789abcdef","n":3,"time":"2030-05-06T07:08:09Z","message":"first line"}` + "\n" +
@@ -328,6 +273,7 @@ func TestRecordPrint(t *testing.T) {
 	out := b.String()
 	for _, w := range []string{
 		"run 0123456789abcdef of task job in deployment testing\n",
+		"trigger schedule (schedule nightly, fire time 2030-05-06T07:08:00Z) on host-a:42\n",
 		"started 2030-05-06T07:08:09Z, took 1.235ms, failed\n",
 		"error: step 2: bad\n",
 		"--- logs\n",
@@ -344,7 +290,7 @@ func TestRecordPrint(t *testing.T) {
 			t.Errorf("Print output contains %q:\n%s", no, out)
 		}
 	}
-	if strings.Count(out, "\n") != 6 {
+	if strings.Count(out, "\n") != 7 {
 		t.Errorf("%d lines:\n%s", strings.Count(out, "\n"), out)
 	}
 }

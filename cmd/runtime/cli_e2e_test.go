@@ -95,7 +95,7 @@ func TestRunGenerateKeysAndLogs(t *testing.T) {
 	run(t, root, env, "test", "jwks").must(t, 2) // HTTP only
 
 	all := r.stdout + r.stderr + logs.stdout + bad.stdout + bad.stderr
-	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "*", "*.json"))
+	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "*", "*", "*.json"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		all += string(b)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/taskrun/taskrun/internal/suggest"
@@ -42,6 +43,11 @@ type App struct {
 	LogInterval time.Duration
 	// BuildInfo, if set, replaces debug.ReadBuildInfo for `version`.
 	BuildInfo func() (*debug.BuildInfo, bool)
+	// OpenRuns opens a deployment's run store (nil: files under .runtime/).
+	OpenRuns runtime.RunStoreOpener
+	// Vars are the deployment variables the runtime itself reads (such as
+	// the database that OpenRuns uses), read and masked like the tasks'.
+	Vars []runtime.Var
 
 	root    string   // --root
 	proj    *project // opened once by project()
@@ -289,8 +295,14 @@ func FindRoot(dir string) (string, error) {
 
 // project is what most commands need: the root, the registry, a deployment.
 type project struct {
-	root string
-	reg  *runtime.Registry
+	root  string
+	reg   *runtime.Registry
+	extra []runtime.Var // the runtime's own variables (App.Vars)
+}
+
+// options are the runtime options of every command that opens a deployment.
+func (a *App) options(log zerolog.Logger, p *project) runtime.Options {
+	return runtime.Options{Log: log, StateDir: p.stateDir(), OpenRuns: a.OpenRuns}
 }
 
 // project finds the root (--root) and checks the tasks, once.
@@ -306,7 +318,7 @@ func (a *App) project() (*project, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the tasks are not valid:\n%w", err)
 	}
-	a.proj = &project{root: r, reg: reg}
+	a.proj = &project{root: r, reg: reg, extra: a.Vars}
 	return a.proj, nil
 }
 
@@ -338,7 +350,7 @@ func (p *project) checkDeployment(name, flag string) error {
 
 func (p *project) load(name string, environ []string, reg *runtime.Registry) (*deployment.Deployment, error) {
 	var known, secret []string
-	for _, v := range reg.Vars() {
+	for _, v := range append(reg.Vars(), p.extra...) {
 		known = append(known, v.Name)
 		if v.Secret {
 			secret = append(secret, v.Name)

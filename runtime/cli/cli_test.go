@@ -297,7 +297,7 @@ func TestTestAndLogs(t *testing.T) {
 	r.check(t, cli.Failure, nil, []string{`no run "0000000000000000" of task "job"`})
 
 	// The records are under the git-ignored .runtime/ folder.
-	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "job", "*.json"))
+	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "testing", "job", "*.json"))
 	if len(files) != 3 {
 		t.Errorf("records %v", files)
 	}
@@ -319,8 +319,11 @@ func TestTestDeploymentProblems(t *testing.T) {
 	r.check(t, cli.OK, []string{`greeting="from env"`, "key=********"}, nil)
 	r = run(t, fakeTasks(), nil, "test", "job", "--root", root, "--deployment", "stagign")
 	r.check(t, cli.Usage, nil, []string{`--deployment: unknown deployment "stagign" (did you mean staging?); deployments: staging, testing`})
+	r = run(t, fakeTasks(), nil, "logs", "job", "--root", root)
+	r.check(t, cli.Failure, nil, []string{`no runs of task "job" in deployment testing yet (run it with ` + "`runtime test job`)"})
+	// An HTTP-only task has no runs: say where its logs go instead.
 	r = run(t, fakeTasks(), nil, "logs", "api", "--root", root)
-	r.check(t, cli.Failure, nil, []string{`no runs of task "api" yet`})
+	r.check(t, cli.Failure, nil, []string{"task api is served over HTTP only", "runtime deploy <deployment>", "request_id"})
 }
 
 // An Init error that quotes a secret does not print it.

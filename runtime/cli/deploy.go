@@ -58,7 +58,7 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 		out, flush = bw, func() { _ = bw.Flush() }
 	}
 	log := runtime.NewLogger(out, dep.Secrets())
-	h, err := runtime.NewHost(ctx, p.reg, dep, runtime.Options{Log: log, StateDir: p.stateDir()})
+	h, err := runtime.NewHost(ctx, p.reg, dep, a.options(log, p))
 	if err != nil {
 		return err
 	}

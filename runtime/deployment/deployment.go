@@ -107,7 +107,11 @@ type Deployment struct {
 	// RequestTimeout, when set, bounds every request of the deployment's
 	// tasks (a task's own shorter Timeout still applies).
 	RequestTimeout time.Duration
-	Dir            string // the deployments/ folder it was loaded from
+	// RunRetention and RunsPerTask bound the kept run records (runs:
+	// retention, keep_per_task); zero: the runtime's defaults.
+	RunRetention time.Duration
+	RunsPerTask  int
+	Dir          string // the deployments/ folder it was loaded from
 	// File is the deployment file it was loaded from ("" for New).
 	File string
 
@@ -194,7 +198,11 @@ type file struct {
 	BodyLimit  string `mapstructure:"body_limit"`
 	Grace      string `mapstructure:"shutdown_grace"`
 	Timeout    string `mapstructure:"request_timeout"`
-	Vars       []struct {
+	Runs       struct {
+		Retention   string `mapstructure:"retention"`
+		KeepPerTask int    `mapstructure:"keep_per_task"`
+	} `mapstructure:"runs"`
+	Vars []struct {
 		Name   string `mapstructure:"name"`
 		Value  string `mapstructure:"value"`
 		Masked bool   `mapstructure:"masked"`
@@ -286,6 +294,17 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		}
 		d.RequestTimeout = rt
 	}
+	if f.Runs.Retention != "" {
+		r, err := ParseDays(f.Runs.Retention)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("runs.retention: %w", err))
+		}
+		d.RunRetention = r
+	}
+	if f.Runs.KeepPerTask < 0 {
+		errs = append(errs, fmt.Errorf("runs.keep_per_task: want a positive number, got %d", f.Runs.KeepPerTask))
+	}
+	d.RunsPerTask = f.Runs.KeepPerTask
 	masked := map[string]bool{}
 	for _, s := range opts.Secret {
 		masked[s] = true
@@ -516,6 +535,21 @@ func AppendEnvFile(path string, vars map[string]string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// ParseDays reads a positive duration such as 14d, 36h or 90m (a Go
+// duration, or whole days with a d suffix).
+func ParseDays(in string) (time.Duration, error) {
+	s := strings.TrimSpace(in)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int64
+		if _, err := fmt.Sscanf(days, "%d", &n); err == nil && fmt.Sprint(n) == days && n > 0 && n < 100_000 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("want a duration such as 14d or 36h, got %q", in)
 }
 
 // ParseSize reads sizes such as 5MB, 512KB, 1048576.
