@@ -357,3 +357,48 @@ func (s *safeBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// After a save the executor applies the deployment's retention: runs older
+// than runs.retention go, and all but runs.keep_per_task of each task.
+func TestExecutorRetention(t *testing.T) {
+	state := t.TempDir()
+	st := runtime.NewFileRunStore(state, "testing")
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for i, age := range []time.Duration{time.Minute, 2 * time.Minute, 3 * time.Minute, 15 * 24 * time.Hour} {
+		r := &runtime.Record{ID: fmt.Sprintf("old%d", i), Task: "job", Trigger: runtime.TriggerCLI, Start: now.Add(-age), Outcome: runtime.Succeeded}
+		if err := st.SaveRun(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another task's recent run, older than the deployment's 1h: it goes.
+	if err := st.SaveRun(ctx, &runtime.Record{ID: "other", Task: "other", Start: now.Add(-2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	dep := testDep(nil)
+	dep.RunRetention, dep.RunsPerTask = time.Hour, 3
+	reg, err := runtime.NewRegistry(jobTask())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := runtime.NewCore(ctx, reg, dep, runtime.Options{Log: runtime.NewLogger(io.Discard, nil), StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.Run(ctx, "job", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close(ctx) // waits for the pruning
+	recs, err := st.ListRuns(ctx, runtime.RunFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.ID)
+	}
+	if want := []string{rec.ID, "old0", "old1"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("after retention: %v, want %v", ids, want)
+	}
+}

@@ -28,7 +28,8 @@ func load(t *testing.T, name string, opts deployment.Options) *deployment.Deploy
 func TestLoadSettings(t *testing.T) {
 	d := load(t, "full", deployment.Options{})
 	if d.Name != "full" || !d.Production || d.Listen != "0.0.0.0:9090" || d.URL != "https://tasks.example.test" ||
-		d.BodyLimit != 512<<10 || d.Grace != 3*time.Second || d.RequestTimeout != 7*time.Second || d.Dir != testdata {
+		d.BodyLimit != 512<<10 || d.Grace != 3*time.Second || d.RequestTimeout != 7*time.Second || d.Dir != testdata ||
+		d.RunRetention != 72*time.Hour || d.RunsPerTask != 50 {
 		t.Errorf("settings: %+v", *d)
 	}
 	if d.LocalFile() != filepath.Join(testdata, "full.local.env") {
@@ -39,7 +40,7 @@ func TestLoadSettings(t *testing.T) {
 func TestLoadDefaults(t *testing.T) {
 	d := load(t, "minimal", deployment.Options{})
 	if d.Production || d.Listen != deployment.DefaultListen || d.URL != "" ||
-		d.BodyLimit != deployment.DefaultBodyLimit || d.Grace != deployment.DefaultGrace {
+		d.BodyLimit != deployment.DefaultBodyLimit || d.Grace != deployment.DefaultGrace || d.RunRetention != 0 || d.RunsPerTask != 0 {
 		t.Errorf("defaults: %+v", *d)
 	}
 	if deployment.DefaultBodyLimit != 5<<20 || deployment.DefaultListen != "127.0.0.1:8080" {
@@ -121,6 +122,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad-settings", []string{
 			`body_limit: want a size such as 5MB, got "lots"`,
 			`shutdown_grace: want a duration such as 10s, got "soon"`,
+			`runs.retention: want a duration such as 14d or 36h, got "forever"`,
+			"runs.keep_per_task: want a positive number, got -1",
 			`vars[0]: invalid variable name "lower-case"`,
 			"vars[2]: DUP is listed twice",
 		}},
@@ -335,7 +338,7 @@ func TestDisplayRedactsURLs(t *testing.T) {
 func TestNew(t *testing.T) {
 	d := deployment.New("testing", true, map[string]string{"A": "1", "SECRET_KEY": "abcdefgh"}, "SECRET_KEY", "UNSET")
 	if d.Name != "testing" || !d.Production || d.Listen != deployment.DefaultListen ||
-		d.BodyLimit != deployment.DefaultBodyLimit || d.Grace != deployment.DefaultGrace {
+		d.BodyLimit != deployment.DefaultBodyLimit || d.Grace != deployment.DefaultGrace || d.RunRetention != 0 || d.RunsPerTask != 0 {
 		t.Errorf("New: %+v", *d)
 	}
 	if v := d.Var("A"); v.Value != "1" || v.Masked || v.Source != deployment.SourceFile {
@@ -480,6 +483,19 @@ func TestAppendEnvFileRoundTrip(t *testing.T) {
 	}
 	if err := deployment.AppendEnvFile(path, map[string]string{"bad name": "x"}); err == nil {
 		t.Error("an invalid name was accepted")
+	}
+}
+
+func TestParseDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{"14d": 14 * 24 * time.Hour, "1d": 24 * time.Hour, "36h": 36 * time.Hour, " 90m ": 90 * time.Minute} {
+		if got, err := deployment.ParseDays(in); err != nil || got != want {
+			t.Errorf("ParseDays(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0d", "-1d", "1.5d", "d", "0s", "-3h", "14 days", "100000d"} {
+		if got, err := deployment.ParseDays(in); err == nil {
+			t.Errorf("ParseDays(%q) = %v, want an error", in, got)
+		}
 	}
 }
 
