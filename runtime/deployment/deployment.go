@@ -41,6 +41,9 @@ const (
 	DefaultListen    = "127.0.0.1:8080"
 	DefaultBodyLimit = 5 << 20 // 5 MB, like CloudCode
 	DefaultGrace     = 10 * time.Second
+	// DefaultBodyReadTimeout bounds how long a client may take to send a
+	// request body, from the end of its headers.
+	DefaultBodyReadTimeout = 30 * time.Second
 )
 
 var (
@@ -111,7 +114,13 @@ type Deployment struct {
 	// retention, keep_per_task); zero: the runtime's defaults.
 	RunRetention time.Duration
 	RunsPerTask  int
-	Dir          string // the deployments/ folder it was loaded from
+	// BodyReadTimeout bounds the sending of a request's body (body_read_timeout).
+	BodyReadTimeout time.Duration
+	// CORSOrigins are the browser origins allowed to call the tasks
+	// (cors_origins; see cors.go); CORSCredentials allows credentialed calls.
+	CORSOrigins     []string
+	CORSCredentials bool
+	Dir             string // the deployments/ folder it was loaded from
 	// File is the deployment file it was loaded from ("" for New).
 	File string
 
@@ -192,12 +201,15 @@ type Options struct {
 // key, and read with Deployment.Section, which decodes the file again
 // with case kept.
 type file struct {
-	Production bool   `mapstructure:"production"`
-	Listen     string `mapstructure:"listen"`
-	URL        string `mapstructure:"url"`
-	BodyLimit  string `mapstructure:"body_limit"`
-	Grace      string `mapstructure:"shutdown_grace"`
-	Timeout    string `mapstructure:"request_timeout"`
+	Production bool     `mapstructure:"production"`
+	Listen     string   `mapstructure:"listen"`
+	URL        string   `mapstructure:"url"`
+	BodyLimit  string   `mapstructure:"body_limit"`
+	Grace      string   `mapstructure:"shutdown_grace"`
+	Timeout    string   `mapstructure:"request_timeout"`
+	BodyRead   string   `mapstructure:"body_read_timeout"`
+	CORS       []string `mapstructure:"cors_origins"`
+	CORSCreds  bool     `mapstructure:"cors_credentials"`
 	Runs       struct {
 		Retention   string `mapstructure:"retention"`
 		KeepPerTask int    `mapstructure:"keep_per_task"`
@@ -264,7 +276,10 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		BodyLimit:  DefaultBodyLimit,
 		Grace:      DefaultGrace,
 		Dir:        dir,
-		vars:       map[string]Var{},
+
+		BodyReadTimeout: DefaultBodyReadTimeout,
+		CORSCredentials: f.CORSCreds,
+		vars:            map[string]Var{},
 	}
 	if err := d.SetSections(path, src); err != nil {
 		return nil, fmt.Errorf("deployment %q: %w", name, err)
@@ -280,6 +295,18 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		}
 		d.BodyLimit = n
 	}
+	if f.BodyRead != "" {
+		bt, err := time.ParseDuration(f.BodyRead)
+		if err != nil || bt <= 0 {
+			errs = append(errs, fmt.Errorf("body_read_timeout: want a duration such as 30s, got %q", f.BodyRead))
+		}
+		d.BodyReadTimeout = bt
+	}
+	origins, err := corsOrigins(f.CORS, v.IsSet("cors_origins"), d.Production, d.CORSCredentials)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	d.CORSOrigins = origins
 	if f.Grace != "" {
 		g, err := time.ParseDuration(f.Grace)
 		if err != nil || g < 0 {
@@ -357,7 +384,8 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 // are masked.
 func New(name string, production bool, vars map[string]string, secret ...string) *Deployment {
 	d := &Deployment{Name: name, Production: production, Listen: DefaultListen,
-		BodyLimit: DefaultBodyLimit, Grace: DefaultGrace, vars: map[string]Var{}}
+		BodyLimit: DefaultBodyLimit, Grace: DefaultGrace, BodyReadTimeout: DefaultBodyReadTimeout, vars: map[string]Var{}}
+	d.CORSOrigins, _ = corsOrigins(nil, false, production, false)
 	m := map[string]bool{}
 	for _, s := range secret {
 		m[s] = true
