@@ -128,9 +128,12 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
+	// Start has the precision of a BSON date, so that every store keeps
+	// it as is; the duration is measured on the monotonic clock.
+	started := time.Now()
 	rec := &Record{ID: id, Task: t.Name, Deployment: x.dep.Name, Trigger: req.Trigger,
 		Schedule: req.Schedule, FireTime: req.FireTime.UTC(), JobID: req.JobID, Attempt: req.Attempt,
-		Instance: x.instance, Start: time.Now().UTC(), Outcome: Running,
+		Instance: x.instance, Start: started.UTC().Truncate(time.Millisecond), Outcome: Running,
 		Params: x.mask(req.Params)}
 	if req.FireTime.IsZero() {
 		rec.FireTime = time.Time{}
@@ -168,7 +171,7 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 		stopProgress = x.progress(ctx, rec, buf)
 	}
 	runErr := safeRun(rctx, t.Run, env)
-	rec.Duration = time.Since(rec.Start)
+	rec.Duration = time.Since(started)
 	stopProgress()
 	rec.Outcome = Succeeded
 	if runErr != nil {
