@@ -51,8 +51,16 @@ func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 	m := newMetrics(dep.Name)
 	c := &Core{reg: reg, dep: dep, log: opts.Log, stateDir: opts.StateDir, res: newResources(m), metrics: m,
 		secrets: secretForms(dep.Secrets())}
+	// Every problem in one message: the missing variables, a production
+	// deployment's placeholders, then what each task's Init finds (tasks
+	// with a missing variable are not started).
+	var pre []error
 	if err := c.checkVars(); err != nil {
-		return nil, err
+		pre = append(pre, err)
+	}
+	if p := dep.Placeholders(); dep.Production && len(p) > 0 {
+		pre = append(pre, fmt.Errorf("production deployment %q still has placeholder values (YOUR-..., example domains): %s; set the real ones",
+			dep.Name, strings.Join(p, ", ")))
 	}
 	// Tasks that share a resource fail alike: say each problem once, with
 	// every task it stops.
@@ -62,11 +70,19 @@ func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 		tasksOf [][]string
 	)
 	for _, t := range reg.tasks {
-		if t.Init == nil {
+		if t.Init == nil || c.lacksVars(t) {
 			continue
 		}
 		s := c.setup(t.Name, c.log.With().Str("task", t.Name).Logger())
-		if err := safeInit(ctx, t, s); err != nil {
+		err := safeInit(ctx, t, s)
+		if err == nil {
+			continue
+		}
+		parts := []error{err} // an errors.Join: each problem on its own
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			parts = j.Unwrap()
+		}
+		for _, err := range parts {
 			if i, ok := byMsg[err.Error()]; ok {
 				tasksOf[i] = append(tasksOf[i], t.Name)
 				continue
@@ -79,8 +95,11 @@ func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 	for i, err := range errs {
 		errs[i] = fmt.Errorf("task %s: %w", strings.Join(tasksOf[i], ", "), err)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(pre, errs...)...); err != nil {
 		cerr := c.res.close(ctx)
+		if len(pre) == 1 && len(errs) == 0 {
+			return nil, errors.Join(pre[0], cerr) // says which deployment
+		}
 		return nil, errors.Join(fmt.Errorf("deployment %q cannot start:\n%w", dep.Name, err), cerr)
 	}
 	s := c.setup("", c.log.With().Str("component", "runs").Logger())
@@ -134,6 +153,16 @@ func safeInit(ctx context.Context, t Task, s *Setup) (err error) {
 		}
 	}()
 	return t.Init(ctx, s)
+}
+
+// lacksVars reports whether a required variable of t is unset.
+func (c *Core) lacksVars(t Task) bool {
+	for _, v := range t.Vars {
+		if _, ok := c.dep.Lookup(v.Name); !ok && !v.Optional {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Core) checkVars() error {

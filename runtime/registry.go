@@ -155,6 +155,9 @@ func (r *Registry) Vars() []Var {
 				if v.Help == "" {
 					v.Help = old.Help
 				}
+				if v.Default == "" {
+					v.Default = old.Default
+				}
 			}
 			m[v.Name] = v
 		}

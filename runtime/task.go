@@ -53,6 +53,11 @@ type Var struct {
 	Help     string // one line: what it holds, what format
 	Optional bool   // required unless set
 	Secret   bool   // masked in every listing and log
+	// Default is what the task does when the variable is unset, as
+	// `runtime env` shows it: a value ("5m"), or in parentheses a
+	// description ("(an embedded development store)"). The task applies
+	// it; the runtime only shows it.
+	Default string
 }
 
 // HTTPFunc handles one request. c gives the request and response; env gives

@@ -107,3 +107,26 @@ func TestRunGenerateKeysAndLogs(t *testing.T) {
 		t.Error("a masked deployment value appears in a run's output or record")
 	}
 }
+
+// The shipped production deployment, unfilled, reports every problem in
+// one message: its placeholders, the keys and MONGO_URI.
+func TestProductionProblemsAtOnce(t *testing.T) {
+	root := project(t)
+	r := run(t, root, nil, "deploy", "production", "--listen", "127.0.0.1:0").must(t, 1)
+	for _, want := range []string{
+		`deployment "production" cannot start`,
+		"placeholder values", "TOKEN_IDP_ISSUER=https://YOUR-TENANT.example/", "POWERSYNC_URL=https://YOUR-INSTANCE",
+		"neither POWERSYNC_PRIVATE_KEY nor POWERSYNC_PUBLIC_KEY",
+		"MONGO_URI is unset",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	// A misspelled key: the file, the line, the closest key.
+	os.WriteFile(filepath.Join(root, "deployments", "typo.yaml"), []byte("production: false\nlistn: 127.0.0.1:0\n"), 0o644)
+	r = run(t, root, nil, "env", "typo").must(t, 1)
+	if !strings.Contains(r.stderr, filepath.Join("deployments", "typo.yaml")+`:2: unknown key "listn" (did you mean listen?)`) {
+		t.Errorf("stderr: %s", r.stderr)
+	}
+}

@@ -28,9 +28,11 @@ const (
 // are optional: a development deployment generates a pair.
 var Vars = []runtime.Var{
 	{Name: PrivateVar, Optional: true, Secret: true,
-		Help: "base64 of the private JWK (or PEM) that signs PowerSync tokens; generate with `runtime test generate_keys`"},
+		Help:    "base64 of the private JWK (or PEM) that signs PowerSync tokens; generate with `runtime test generate_keys`",
+		Default: "(development: a generated pair)"},
 	{Name: PublicVar, Optional: true,
-		Help: "base64 of the public JWK(s), a JWKS or PEM, comma separated while rotating; defaults to the private key's public half"},
+		Help:    "base64 of the public JWK(s), a JWKS or PEM, comma separated while rotating; defaults to the private key's public half",
+		Default: "(the private key's public half)"},
 }
 
 // SharedKey is the runtime.Shared key under which Load keeps the Set.

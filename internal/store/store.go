@@ -63,9 +63,11 @@ const DefaultConnectTimeout = 10 * time.Second
 // Vars are the deployment variables Open reads, for a task's Vars.
 var Vars = []runtime.Var{
 	{Name: VarURI, Optional: true, Secret: true,
-		Help: "MongoDB connection string, mongodb://user:pass@host/<database> or mongodb+srv://...; unset in development: an embedded store"},
+		Help:    "MongoDB connection string, mongodb://user:pass@host/<database> or mongodb+srv://...; unset in development: an embedded store",
+		Default: "(development: an embedded store)"},
 	{Name: VarDatabase, Optional: true,
-		Help: "database name when MONGO_URI names none (development store: default " + DevDatabase + ")"},
+		Help:    "database name when MONGO_URI names none (development store: default " + DevDatabase + ")",
+		Default: "(MONGO_URI's; development: " + DevDatabase + ")"},
 }
 
 // Store is the process-wide MongoDB client and the deployment's database.
@@ -188,6 +190,28 @@ func Development(dep *deployment.Deployment) bool {
 	return !haveURI && !dep.Production
 }
 
+// Check reports what Open would refuse in dep's settings, without
+// connecting or starting anything (so that a task can report it with its
+// other problems): a production deployment without MONGO_URI, a
+// connection string that does not parse.
+func Check(dep *deployment.Deployment) error {
+	uri, haveURI := dep.Lookup(VarURI)
+	switch {
+	case !haveURI && dep.Production:
+		return errNoURI
+	case haveURI:
+		if _, err := connstring.ParseAndValidate(uri); err != nil {
+			return errBadURI // the parser's message may quote the URI
+		}
+	}
+	return nil
+}
+
+var (
+	errNoURI  = fmt.Errorf("%s is unset: a production deployment needs a MongoDB server (the embedded development store is for development deployments only)", VarURI)
+	errBadURI = fmt.Errorf("%s is not a valid MongoDB connection string (want mongodb://user:pass@host/<database> or mongodb+srv://...)", VarURI)
+)
+
 func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) error, error) {
 	dep := s.Deployment
 	uri, haveURI := dep.Lookup(VarURI)
@@ -197,7 +221,7 @@ func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) 
 		cs, err := connstring.ParseAndValidate(uri)
 		if err != nil {
 			// The parser's message may quote the URI: never pass it on.
-			return nil, nil, fmt.Errorf("%s is not a valid MongoDB connection string (want mongodb://user:pass@host/<database> or mongodb+srv://...)", VarURI)
+			return nil, nil, errBadURI
 		}
 		st.redacted = Redact(uri)
 		st.unacked = cs.WNumberSet && cs.WNumber == 0
@@ -228,7 +252,7 @@ func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) 
 		st.client = c
 	} else {
 		if dep.Production {
-			return nil, nil, fmt.Errorf("%s is unset: a production deployment needs a MongoDB server (the embedded development store is for development deployments only)", VarURI)
+			return nil, nil, errNoURI
 		}
 		if s.StateDir == "" {
 			return nil, nil, fmt.Errorf("%s is unset and there is no state folder for the development store", VarURI)

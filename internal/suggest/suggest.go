@@ -1,6 +1,6 @@
 // Package suggest finds the closest known name to a misspelled one, for
 // "did you mean" hints: a known name the input begins (three letters at
-// least), else the smallest Levenshtein distance within a third of the
+// least), else one the input begins with, else the smallest Levenshtein distance within a third of the
 // name's length (at least 2, less than the name's length).
 package suggest
 
@@ -18,6 +18,16 @@ func Closest(name string, known []string) string {
 		if strings.ToLower(k) == lower || len(name) >= 3 && strings.HasPrefix(strings.ToLower(k), lower) {
 			return k
 		}
+	}
+	// The input extends a known name: listen_addr, deploys.
+	longest := ""
+	for _, k := range known {
+		if len(k) >= 3 && len(k) > len(longest) && strings.HasPrefix(lower, strings.ToLower(k)) {
+			longest = k
+		}
+	}
+	if longest != "" {
+		return longest
 	}
 	best, bestD := "", -1
 	limit := min(max(2, len(name)/3), len(name)-1)

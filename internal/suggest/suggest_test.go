@@ -11,7 +11,9 @@ func TestClosest(t *testing.T) {
 		{"listn", "listen"},
 		{"Listen", "listen"},
 		{"tset", "test"},
-		{"gen", "generate_keys"}, // a prefix
+		{"gen", "generate_keys"},  // a prefix
+		{"listen_addr", "listen"}, // extends one
+		{"tests", "test"},
 		{"zzzzzz", ""},
 		{"u", ""},
 		{"test", "test"},

@@ -17,7 +17,8 @@ import (
 type envVar struct {
 	Name     string   `json:"name"`
 	Value    string   `json:"value"`
-	Source   string   `json:"source"` // file, local, process, unset
+	Source   string   `json:"source"`            // file, local, process, unset
+	Default  string   `json:"default,omitempty"` // what the tasks do when it is unset
 	Required bool     `json:"required"`
 	Masked   bool     `json:"masked"`
 	UsedBy   []string `json:"used_by"`
@@ -30,7 +31,8 @@ func (a *App) envCmd() *cobra.Command {
 		Short: "list a deployment's variables (masked) and their sources",
 		Long: `runtime env: list a deployment's variables, sorted, with their sources.
 
-Masked values print as ********, URLs with their password redacted.
+Masked values print as ********, URLs with their password redacted; an
+unset variable shows the default its tasks apply (source "default").
 Precedence: the process environment > deployments/<name>.local.env >
 deployments/<name>.yaml.`,
 		Args: a.deploymentArg,
@@ -76,17 +78,19 @@ deployments/<name>.yaml.`,
 				v := dep.Var(n)
 				d, isDeclared := declared[n]
 				row := envVar{Name: n, Value: v.Display(), Source: v.Source, Masked: v.Masked,
-					Required: isDeclared && !d.Optional, UsedBy: append([]string{}, users[n]...)}
-				source := v.Source
+					Required: isDeclared && !d.Optional, UsedBy: append([]string{}, users[n]...), Default: d.Default}
+				source, shown := v.Source, row.Value
 				if v.Value == "" {
-					row.Source = "unset"
-					source = "unset"
-					if row.Required {
+					row.Source, source = "unset", "unset"
+					switch {
+					case row.Required:
 						source = "MISSING (required)"
+					case d.Default != "":
+						source, shown = "default", d.Default
 					}
 				}
 				js.Vars = append(js.Vars, row)
-				t.add(n, row.Value, source, orDash(strings.Join(users[n], ",")))
+				t.add(n, shown, source, orDash(strings.Join(users[n], ",")))
 			}
 			return out.print(c.OutOrStdout(), js, t)
 		},

@@ -193,3 +193,28 @@ func TestEnvJSON(t *testing.T) {
 		t.Errorf("env --json: %+v", got)
 	}
 }
+
+// An unset variable shows the default its task applies.
+func TestEnvDefaults(t *testing.T) {
+	root := project(t)
+	tasks := append(fakeTasks(), runtime.Task{Name: "limits", Run: func(context.Context, *runtime.Env) error { return nil },
+		Vars: []runtime.Var{{Name: "LIMIT", Optional: true, Default: "10"}, {Name: "MODE", Optional: true, Default: "(whatever the server says)"}}})
+	r := run(t, tasks, nil, "env", "testing", "--root", root)
+	r.check(t, cli.OK, nil, nil)
+	for _, re := range []string{`(?m)^LIMIT\s+10\s+default\s+limits$`, `(?m)^MODE\s+\(whatever the server says\)\s+default\s+limits$`, `(?m)^OPTIONAL_ONE\s+unset\s+job$`} {
+		if !regexp.MustCompile(re).MatchString(r.stdout) {
+			t.Errorf("listing does not match %s:\n%s", re, r.stdout)
+		}
+	}
+	r = run(t, tasks, []string{"LIMIT=3"}, "env", "testing", "--root", root)
+	if !regexp.MustCompile(`(?m)^LIMIT\s+3\s+process\s+limits$`).MatchString(r.stdout) {
+		t.Errorf("a set variable shows its default:\n%s", r.stdout)
+	}
+	r = run(t, tasks, nil, "env", "testing", "--json", "--root", root)
+	if !strings.Contains(r.stdout, `"name": "LIMIT",
+      "value": "",
+      "source": "unset",
+      "default": "10",`) {
+		t.Errorf("env --json:\n%s", r.stdout)
+	}
+}

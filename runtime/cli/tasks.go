@@ -21,6 +21,7 @@ type taskVar struct {
 	Optional bool   `json:"optional"`
 	Secret   bool   `json:"secret"`
 	Help     string `json:"help,omitempty"`
+	Default  string `json:"default,omitempty"`
 }
 
 func (a *App) tasksCmd() *cobra.Command {
@@ -48,7 +49,7 @@ func (a *App) tasksCmd() *cobra.Command {
 				}
 				var vars []string
 				for _, v := range task.Vars {
-					info.Vars = append(info.Vars, taskVar{Name: v.Name, Optional: v.Optional, Secret: v.Secret, Help: v.Help})
+					info.Vars = append(info.Vars, taskVar{Name: v.Name, Optional: v.Optional, Secret: v.Secret, Help: v.Help, Default: v.Default})
 					n := v.Name
 					if v.Optional {
 						n += "?"

@@ -264,6 +264,9 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 	if err := v.ReadConfig(bytes.NewReader(src)); err != nil {
 		return nil, fmt.Errorf("deployment %q: reading %s: %w", name, path, err)
 	}
+	if errs := checkKeys(path, src); len(errs) > 0 {
+		return nil, fmt.Errorf("deployment %q: %w", name, errors.Join(errs...))
+	}
 	var f file
 	if err := v.UnmarshalExact(&f); err != nil {
 		return nil, fmt.Errorf("deployment %q: %s: %w", name, path, err)

@@ -109,9 +109,9 @@ func newTask(now func() time.Time) runtime.Task {
 	s := &server{now: now}
 	vars := append([]runtime.Var{
 		{Name: URLVar, Help: "the PowerSync instance URL: the tokens' audience, returned as powersync_url"},
-		{Name: LifetimeVar, Optional: true, Help: "token lifetime, such as 5m (default) or 1h; at most 24h"},
-		{Name: IssuerVar, Optional: true, Help: `the tokens' iss claim (default: the deployment's url, else "taskrun")`},
-		{Name: AuthVar, Optional: true, Help: `who may get a token: "open" (development only, the default there) or "verified" (required in production)`},
+		{Name: LifetimeVar, Optional: true, Help: "token lifetime, such as 5m (default) or 1h; at most 24h", Default: "5m"},
+		{Name: IssuerVar, Optional: true, Help: `the tokens' iss claim (default: the deployment's url, else "taskrun")`, Default: "(the deployment's url, else taskrun)"},
+		{Name: AuthVar, Optional: true, Help: `who may get a token: "open" (development only, the default there) or "verified" (required in production)`, Default: "(open in development; production must set it)"},
 		{Name: IdPJWKSVar, Optional: true, Help: "verified mode: the identity provider's JWKS URL"},
 		{Name: IdPIssuerVar, Optional: true, Help: "verified mode: the identity provider's issuer (iss)"},
 		{Name: IdPAudienceVar, Optional: true, Help: "verified mode: the audience (aud) of the identity provider's tokens"},

@@ -72,14 +72,14 @@ func New(hook Hook) runtime.Task {
 	t := &task{hook: hook, ferret: make(chan struct{}, ferretSlots)}
 	vars := []runtime.Var{
 		{Name: VarAudience, Optional: true, Help: "the PowerSync service URL: the audience tokens must name (required unless UPLOAD_AUTH=off)"},
-		{Name: VarAuth, Optional: true, Help: "on (default): callers need a token from /token; off: anyone may write (development only)"},
-		{Name: VarIDMode, Optional: true, Help: "string (default): ids are stored as strings; objectid: 24-hex ids are stored as ObjectIds"},
-		{Name: VarTransactions, Optional: true, Help: "true: apply each batch in one transaction (needs a replica set or sharded cluster); default false"},
-		{Name: VarWriteConcern, Optional: true, Help: "majority, or a number of members; default: the connection string's, else the server's"},
-		{Name: VarAllow, Optional: true, Help: "comma-separated collections clients may write; empty: any (other operations are refused)"},
-		{Name: VarRefused, Optional: true, Help: "deadletter (default): refused operations are reported in a 200 and stored; strict: the batch fails with 422"},
-		{Name: VarRefusedColl, Optional: true, Help: "collection of the refused operations (default " + DefaultRefusedCol + ")"},
-		{Name: VarMaxOps, Optional: true, Help: fmt.Sprintf("most operations in one batch (default %d)", DefaultMaxOps)},
+		{Name: VarAuth, Optional: true, Help: "on (default): callers need a token from /token; off: anyone may write (development only)", Default: "on"},
+		{Name: VarIDMode, Optional: true, Help: "string (default): ids are stored as strings; objectid: 24-hex ids are stored as ObjectIds", Default: "string"},
+		{Name: VarTransactions, Optional: true, Help: "true: apply each batch in one transaction (needs a replica set or sharded cluster); default false", Default: "false"},
+		{Name: VarWriteConcern, Optional: true, Help: "majority, or a number of members; default: the connection string's, else the server's", Default: "(the connection string's, else the server's)"},
+		{Name: VarAllow, Optional: true, Help: "comma-separated collections clients may write; empty: any (other operations are refused)", Default: "(any collection)"},
+		{Name: VarRefused, Optional: true, Help: "deadletter (default): refused operations are reported in a 200 and stored; strict: the batch fails with 422", Default: "deadletter"},
+		{Name: VarRefusedColl, Optional: true, Help: "collection of the refused operations (default " + DefaultRefusedCol + ")", Default: DefaultRefusedCol},
+		{Name: VarMaxOps, Optional: true, Help: fmt.Sprintf("most operations in one batch (default %d)", DefaultMaxOps), Default: strconv.Itoa(DefaultMaxOps)},
 	}
 	vars = append(vars, store.Vars...)
 	vars = append(vars, keys.Vars...)
@@ -202,6 +202,9 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 			bad("%w", err)
 		}
 		t.keys = k
+	}
+	if err := store.Check(dep); err != nil {
+		bad("%w", err) // reported with the settings' problems
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
