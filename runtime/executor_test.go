@@ -225,6 +225,7 @@ func TestExecutorStoreDown(t *testing.T) {
 			t.Fatalf("run with the store down = %+v, %v", rec, err)
 		}
 		ids = append(ids, rec.ID)
+		time.Sleep(2 * time.Millisecond) // starts are kept to the millisecond
 	}
 	if n := c.Executor().Pending(); n != 3 {
 		t.Errorf("%d records pending, want 3", n)

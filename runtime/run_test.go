@@ -238,6 +238,7 @@ func TestRunsAreSaved(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids = append(ids, rec.ID)
+		time.Sleep(2 * time.Millisecond) // starts are kept to the millisecond
 	}
 	files, _ := filepath.Glob(filepath.Join(state, "runs", "testing", "job", "*.json"))
 	if len(files) != 3 {
