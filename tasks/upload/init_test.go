@@ -62,6 +62,11 @@ func TestInitRefuses(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dep := deployment.New("testing", tc.prod, base(tc.prod, tc.vars))
+			if tc.prod { // past the refusal of production without write rules
+				if err := dep.SetSections("production.yaml", []byte("upload: {default: allow}\n")); err != nil {
+					t.Fatal(err)
+				}
+			}
 			_, err := runtimetest.Start(t, dep, Task())
 			if err == nil {
 				t.Fatal("the deployment started")

@@ -45,7 +45,9 @@ func refusedList(t testing.TB, m map[string]any) []refusedOp {
 	var out []refusedOp
 	for _, r := range raw {
 		o := r.(map[string]any)
-		out = append(out, refusedOp{Index: int(o["op_index"].(float64)), Reason: o["reason"].(string)})
+		rule, _ := o["rule"].(string)
+		msg, _ := o["message"].(string)
+		out = append(out, refusedOp{Index: int(o["op_index"].(float64)), Reason: o["reason"].(string), Rule: rule, Message: msg})
 	}
 	return out
 }
@@ -94,7 +96,7 @@ func TestRefused(t *testing.T) {
 			vars:    map[string]string{"UPLOAD_ALLOW": "lists, todos"},
 			batch:   allowBatch,
 			status:  200,
-			refused: []refusedOp{{1, `table "secrets" is not in UPLOAD_ALLOW`}},
+			refused: []refusedOp{{Index: 1, Reason: `table "secrets" is not in UPLOAD_ALLOW`}},
 			check: func(t *testing.T, db *mongo.Database) {
 				if n := len(docs(t, db, "lists")); n != 1 {
 					t.Errorf("%d lists, want 1", n)
@@ -109,7 +111,7 @@ func TestRefused(t *testing.T) {
 			vars:     map[string]string{"UPLOAD_ALLOW": "lists,todos", "UPLOAD_REFUSED_COLLECTION": "rejects"},
 			batch:    allowBatch,
 			status:   200,
-			refused:  []refusedOp{{1, `table "secrets" is not in UPLOAD_ALLOW`}},
+			refused:  []refusedOp{{Index: 1, Reason: `table "secrets" is not in UPLOAD_ALLOW`}},
 			deadColl: "rejects",
 		},
 		{
@@ -118,7 +120,7 @@ func TestRefused(t *testing.T) {
 			batch:   allowBatch,
 			status:  422,
 			errHas:  `batch[1]: table "secrets" is not in UPLOAD_ALLOW`,
-			refused: []refusedOp{{1, `table "secrets" is not in UPLOAD_ALLOW`}},
+			refused: []refusedOp{{Index: 1, Reason: `table "secrets" is not in UPLOAD_ALLOW`}},
 			check: func(t *testing.T, db *mongo.Database) {
 				if d := dump(t, db); len(d["lists"])+len(d["_powersync_refused"]) != 0 {
 					t.Errorf("strict mode wrote %v", d)
@@ -130,7 +132,7 @@ func TestRefused(t *testing.T) {
 			hook:    exampleCustomise,
 			batch:   hookBatch,
 			status:  200,
-			refused: []refusedOp{{1, "owner_id of a list cannot change"}},
+			refused: []refusedOp{{Index: 1, Reason: "owner_id of a list cannot change"}},
 			check: func(t *testing.T, db *mongo.Database) {
 				d := docs(t, db, "lists")["a"]
 				if d["owner_id"] != "u1" || d["name"] != "B" {
@@ -227,7 +229,7 @@ func TestRefused(t *testing.T) {
 				`{"op":"PUT","table":"todos","id":"t","data":{"email":"e"}},` +
 				`{"op":"DELETE","table":"lists","id":"z"}]}`,
 			status:  200,
-			refused: []refusedOp{{1, "the database refused the write: E11000 duplicate key"}},
+			refused: []refusedOp{{Index: 1, Reason: "the database refused the write: E11000 duplicate key"}},
 			check: func(t *testing.T, db *mongo.Database) {
 				got := docs(t, db, "lists")
 				if got["a"] == nil || got["c"] == nil || got["b"] != nil {
@@ -259,7 +261,7 @@ func TestRefused(t *testing.T) {
 		setup:   tests[len(tests)-1].setup,
 		batch:   big.String(),
 		status:  200,
-		refused: []refusedOp{{180, "the database refused the write: E11000 duplicate key"}},
+		refused: []refusedOp{{Index: 180, Reason: "the database refused the write: E11000 duplicate key"}},
 		check: func(t *testing.T, db *mongo.Database) {
 			got := docs(t, db, "lists")
 			if len(got) != 249 || got["id180"] != nil || got["id249"]["email"] != "e249" {
@@ -338,7 +340,7 @@ func TestAppliedCount(t *testing.T) {
 	if status != 200 || m["applied"] != float64(2) {
 		t.Fatalf("status %d, body %v: want 200 with applied 2", status, m)
 	}
-	want := []refusedOp{{1, `table "x" is not in UPLOAD_ALLOW`}}
+	want := []refusedOp{{Index: 1, Reason: `table "x" is not in UPLOAD_ALLOW`}}
 	if got := refusedList(t, m); !reflect.DeepEqual(got, want) {
 		t.Errorf("refused %v, want %v", got, want)
 	}

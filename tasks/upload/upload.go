@@ -105,14 +105,18 @@ type task struct {
 	txn       bool
 	strict    bool
 	allow     map[string]bool // nil: any
-	refused   string
-	maxOps    int
-	auth      bool
-	audience  string
-	keys      *keys.Set
-	counter   *runtime.Counter
-	dbErrors  *runtime.Counter
-	ferret    chan struct{} // FerretDB's write slots (ferretSlots)
+	rules     *rules          // nil: none (development only)
+	// decimalText: the server is FerretDB, which has no Decimal128 (see
+	// convertTypes); asked at start and, if it could not tell then, per batch.
+	decimalText bool
+	refused     string
+	maxOps      int
+	auth        bool
+	audience    string
+	keys        *keys.Set
+	counter     *runtime.Counter
+	dbErrors    *runtime.Counter
+	ferret      chan struct{} // FerretDB's write slots (ferretSlots)
 }
 
 func (t *task) init(ctx context.Context, s *runtime.Setup) error {
@@ -192,6 +196,19 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 		}
 		t.maxOps = n
 	}
+	rs, err := loadRules(dep, func(coll string) error {
+		if coll == t.refused {
+			return fmt.Errorf("table %s is the dead-letter collection (%s)", quoteShort(coll), VarRefusedColl)
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	t.rules = rs
+	if err == nil {
+		errs = append(errs, t.checkRules(dep)...)
+	}
 	if t.auth {
 		t.audience = dep.Get(VarAudience)
 		if t.audience == "" {
@@ -233,6 +250,11 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 			return fmt.Errorf("%s=true, but %s does not support transactions (they need a replica set or a sharded cluster)", VarTransactions, what)
 		}
 	}
+	if t.rules != nil && len(t.rules.decimals) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t.decimalText = st.FerretDB(cctx)
+		cancel()
+	}
 	t.counter = s.Counter("upload_operations_total",
 		"Operations received by upload, by outcome: applied, refused (dead-lettered or strict), unavailable (answered 503; the client sends them again).", "outcome")
 	t.dbErrors = s.Counter("upload_database_errors_total",
@@ -251,6 +273,7 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 	if t.strict {
 		refusedMode = "strict"
 	}
+	t.announceRules(s)
 	ev.Bool("auth", t.auth).Str("id_mode", idMode).Bool("transactions", t.txn).
 		Str("refused", refusedMode).Str("refused_collection", t.refused).Int("allow", len(t.allow)).
 		Int("max_ops", t.maxOps).Msg("upload ready")
@@ -313,7 +336,9 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	req := &Request{User: user, ID: env.ID, Log: env.Log, Deployment: env.Deployment}
 	ctx := r.Context()
 
-	// The deployment's rules: the allow-list, then Customise.
+	// The deployment's rules: the allow-list, the write rules, then
+	// Customise.
+	decimalText := t.decimalText || t.rules != nil && len(t.rules.decimals) > 0 && t.store.FerretDB(ctx)
 	var refused []refusedOp
 	accepted := make([]Op, 0, len(ops))
 	for i := range ops {
@@ -321,6 +346,12 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 		if t.allow != nil && !t.allow[op.Collection] {
 			refused = append(refused, refusedOp{Index: i, Reason: fmt.Sprintf("table %s is not in %s", quoteShort(op.Collection), VarAllow)})
 			continue
+		}
+		if t.rules != nil {
+			if rf := t.rules.check(user, &op, decimalText); rf != nil {
+				refused = append(refused, *rf)
+				continue
+			}
 		}
 		if t.hook != nil {
 			op.Data = append(op.Data[:0:0], op.Data...) // the hook's own copy
@@ -343,7 +374,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	if t.strict && len(refused) > 0 {
 		return t.strictError(refused)
 	}
-	colls := plan(accepted, t.objectIDs)
+	var guardOf func(string) *guard
+	if t.rules != nil {
+		guardOf = t.rules.guardOf(user)
+	}
+	colls := plan(accepted, t.objectIDs, guardOf)
 	hash := sha256.New()
 	hash.Write([]byte(user + "\x00"))
 	hash.Write(body)
@@ -388,8 +423,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	}
 	sortRefused(refused)
 	for _, rf := range refused {
-		env.Log.Warn().Int("op_index", rf.Index).Str("table", ops[rf.Index].Collection).Str("reason", rf.Reason).
-			Str("dead_letter", t.refused).Msg("operation refused")
+		ev := env.Log.Warn().Int("op_index", rf.Index).Str("table", ops[rf.Index].Collection).Str("reason", rf.Reason)
+		if rf.Rule != "" {
+			ev = ev.Str("rule", rf.Rule).Str("message", rf.Message)
+		}
+		ev.Str("dead_letter", t.refused).Msg("operation refused")
 	}
 	t.counter.Add("applied", int64(len(ops)-len(refused)))
 	if len(refused) > 0 {
@@ -436,7 +474,7 @@ func refusalsOf(rs []dbRefusal) []refusedOp {
 	var out []refusedOp
 	for _, r := range rs {
 		for _, i := range r.w.ops {
-			out = append(out, refusedOp{Index: i, Reason: r.reason})
+			out = append(out, refusedOp{Index: i, Reason: r.reason, Rule: r.rule, Message: r.message})
 		}
 	}
 	return out
@@ -455,7 +493,7 @@ func (t *task) strictError(refused []refusedOp) error {
 	sortRefused(refused)
 	first := refused[0]
 	return runtime.Errorf(http.StatusUnprocessableEntity, "batch[%d]: %s (%d operation(s) refused; %s=strict refuses the whole batch)",
-		first.Index, first.Reason, len(refused), VarRefused).
+		first.Index, first.text(), len(refused), VarRefused).
 		With("op_index", first.Index).With("refused", refused)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,15 +33,38 @@ type docWrite struct {
 	data  bson.D
 	index map[string]int // field -> position in data, once data is large
 	ops   []int          // indices of the batch's operations folded in
+
+	// With rules (guard.go): the conditions of the write, whether a DELETE
+	// of the batch came before its PUT (the PUT then creates the document
+	// anew), and the operations folded in, to fold them again without one.
+	guard *guard
+	fresh bool
+	src   []*Op
+}
+
+// newDocWrite starts the write of a document with its first operation.
+func newDocWrite(op *Op, id any, g *guard) *docWrite {
+	w := &docWrite{coll: op.Collection, id: id, kind: op.Kind, guard: g, ops: []int{op.Index}}
+	if op.Kind != Delete {
+		w.data = op.Data
+	}
+	if g != nil {
+		w.src = []*Op{op}
+	}
+	return w
 }
 
 // fold applies op (on the same document) after the writes already folded.
 func (w *docWrite) fold(op *Op) {
 	w.ops = append(w.ops, op.Index)
+	if w.guard != nil {
+		w.src = append(w.src, op)
+	}
 	switch op.Kind {
 	case Delete:
 		w.kind, w.data, w.index = Delete, nil, nil
 	case Put:
+		w.fresh = w.fresh || w.kind == Delete
 		w.kind, w.data, w.index = Put, op.Data, nil
 	case Patch:
 		if w.kind == Delete {
@@ -84,8 +108,22 @@ func (w *docWrite) set(e bson.E) {
 // is most of the request's garbage.
 func (w *docWrite) model() (mongo.WriteModel, error) {
 	filter := bson.D{{Key: "_id", Value: w.id}}
+	g := w.guard
+	if g != nil && g.owner != "" {
+		filter = append(filter, bson.E{Key: g.owner, Value: g.value})
+	}
 	switch w.kind {
 	case Put:
+		if g != nil && !w.fresh {
+			filter = g.immutableConds(filter, w.data)
+			if g.r.writable != nil {
+				raw, err := bson.Marshal(g.partialPut(w.data))
+				if err != nil {
+					return nil, err
+				}
+				return mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(bson.Raw(raw)).SetUpsert(true), nil
+			}
+		}
 		doc := make(bson.D, 0, len(w.data)+1)
 		doc = append(doc, bson.E{Key: "_id", Value: w.id})
 		doc = append(doc, w.data...)
@@ -122,9 +160,37 @@ type docKey struct {
 	oid  bool
 }
 
+// lastPut is the PUT whose data the write replaces the document with.
+func (w *docWrite) lastPut() *Op {
+	for i := len(w.src) - 1; i >= 0; i-- {
+		if w.src[i].Kind == Put {
+			return w.src[i]
+		}
+	}
+	return nil
+}
+
+// without folds the write's operations again, leaving out one (nil when
+// none is left).
+func (w *docWrite) without(left *Op) *docWrite {
+	var nw *docWrite
+	for _, op := range w.src {
+		switch {
+		case op == left:
+		case nw == nil:
+			nw = newDocWrite(op, w.id, w.guard)
+			nw.data = slices.Clone(nw.data)
+		default:
+			nw.fold(op)
+		}
+	}
+	return nw
+}
+
 // plan folds accepted operations into one write per document, grouped by
-// collection in order of first appearance.
-func plan(ops []Op, objectIDs bool) []*collWrites {
+// collection in order of first appearance. guardOf, if set, gives the
+// conditions of a collection's writes (guard.go).
+func plan(ops []Op, objectIDs bool, guardOf func(coll string) *guard) []*collWrites {
 	byDoc := make(map[docKey]*docWrite, len(ops))
 	var order []*docWrite
 	for i := range ops {
@@ -138,13 +204,13 @@ func plan(ops []Op, objectIDs bool) []*collWrites {
 		}
 		w := byDoc[key]
 		if w == nil {
-			w = &docWrite{coll: op.Collection, id: id, kind: op.Kind}
+			var g *guard
+			if guardOf != nil {
+				g = guardOf(op.Collection)
+			}
+			w = newDocWrite(op, id, g)
 			byDoc[key] = w
 			order = append(order, w)
-			w.ops = append(w.ops, op.Index)
-			if op.Kind != Delete {
-				w.data = op.Data
-			}
 			continue
 		}
 		w.fold(op)
@@ -176,6 +242,9 @@ func plan(ops []Op, objectIDs bool) []*collWrites {
 type dbRefusal struct {
 	w      *docWrite
 	reason string
+	// A rule's refusal found at write time (guard.go): the rule and the
+	// message; reason is then ReasonForbidden.
+	rule, message string
 }
 
 // transient reports whether err is a temporary failure that a retry can
@@ -318,26 +387,47 @@ func writeChunk(ctx context.Context, coll *mongo.Collection, writes []*docWrite)
 	if len(ms) == 0 {
 		return nil, nil
 	}
-	_, err = coll.BulkWrite(ctx, ms, options.BulkWrite().SetOrdered(false))
+	res, err := coll.BulkWrite(ctx, ms, options.BulkWrite().SetOrdered(false))
 	if err == nil {
-		return nil, nil
+		return settleMisses(ctx, coll, modeled, res)
 	}
 	if _, ok := writeErrors(err); !ok {
 		return nil, err
 	}
 	var refused []dbRefusal
 	for i, m := range ms {
-		_, err := coll.BulkWrite(ctx, []mongo.WriteModel{m})
-		if err == nil {
-			continue
-		}
-		wes, ok := writeErrors(err)
-		if !ok {
+		r, err := writeOne(ctx, coll, modeled[i], m)
+		if err != nil {
 			return nil, err
 		}
-		refused = append(refused, dbRefusal{w: modeled[i], reason: "the database refused the write: " + wes[0].Message})
+		refused = append(refused, r...)
 	}
 	return refused, nil
+}
+
+// writeOne makes one write alone, and learns why it was refused.
+func writeOne(ctx context.Context, coll *mongo.Collection, w *docWrite, m mongo.WriteModel) ([]dbRefusal, error) {
+	res, err := coll.BulkWrite(ctx, []mongo.WriteModel{m})
+	if err == nil {
+		return settleMisses(ctx, coll, []*docWrite{w}, res)
+	}
+	wes, ok := writeErrors(err)
+	if !ok {
+		return nil, err
+	}
+	if !(wes[0].HasErrorCode(11000) && w.kind == Put && w.guard != nil) {
+		return []dbRefusal{{w: w, reason: "the database refused the write: " + wes[0].Message}}, nil
+	}
+	refused, rewrite, err := settleDup(ctx, coll, w, wes[0].Message)
+	if err != nil || rewrite == nil {
+		return refused, err
+	}
+	m, err = rewrite.model()
+	if err != nil || m == nil {
+		return refused, err
+	}
+	more, err := writeOne(ctx, coll, rewrite, m)
+	return append(refused, more...), err
 }
 
 // writeAll makes every collection's writes, up to parallel collections at
@@ -385,6 +475,19 @@ func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.Collect
 type refusedOp struct {
 	Index  int    `json:"op_index"`
 	Reason string `json:"reason"`
+	// Refusals of the write rules: reason is ReasonForbidden or
+	// ReasonType, rule names the rule (upload.rules.lists.owner), and
+	// message says what is wrong.
+	Rule    string `json:"rule,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// text is the refusal in one line.
+func (r refusedOp) text() string {
+	if r.Rule == "" {
+		return r.Reason
+	}
+	return fmt.Sprintf("%s by %s: %s", r.Reason, r.Rule, r.Message)
 }
 
 // deadLetters stores the refused operations, one record each, keyed by the
@@ -409,6 +512,9 @@ func deadLetters(ctx context.Context, coll *mongo.Collection, refused []refusedO
 			// The operation exactly as received: data may hold names that
 			// cannot be stored as fields everywhere (nested dots).
 			{Key: "raw", Value: string(op.raw)},
+		}
+		if r.Rule != "" {
+			rec = append(rec, bson.E{Key: "rule", Value: r.Rule}, bson.E{Key: "message", Value: r.Message})
 		}
 		models = append(models, mongo.NewUpdateOneModel().
 			SetFilter(bson.D{{Key: "_id", Value: fmt.Sprintf("%s-%d", bodyKey, r.Index)}}).
