@@ -25,6 +25,9 @@ type Task struct {
 
 	// Run is the on-demand entry point (`runtime test <task>`); nil: HTTP only.
 	Run RunFunc
+	// Schedule, if set, runs Run on a cron schedule in every deployment
+	// (a deployment's schedules: section may change or disable it).
+	Schedule *Schedule
 
 	// Vars are the deployment variables the task reads. Required ones must be
 	// set before the deployment is served or the task is run.
