@@ -67,7 +67,10 @@ func New(t testing.TB) *Browser {
 	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
 	b := &Browser{Ctx: ctx, bodies: map[network.RequestID]string{}}
 	status := map[network.RequestID]int64{}
-	chromedp.ListenTarget(ctx, func(ev any) {
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	err := chromedp.Listen(ctx, func(ev any) {
 		switch e := ev.(type) {
 		case *network.EventResponseReceived:
 			b.mu.Lock()
@@ -85,32 +88,51 @@ func New(t testing.TB) *Browser {
 			b.fetching.Add(1)
 			go func() {
 				defer b.fetching.Done()
-				var body []byte
-				err := chromedp.Run(ctx, chromedp.ActionFunc(func(ctx context.Context) error {
-					var err error
-					body, err = network.GetResponseBody(e.RequestID).Do(ctx)
-					return err
-				}))
+				res, err := chromedp.Call(ctx, network.GetResponseBody, network.GetResponseBodyParams{RequestID: e.RequestID})
 				if err == nil {
 					b.mu.Lock()
-					b.responses = append(b.responses, Response{URL: url, Status: st, Body: string(body)})
+					b.responses = append(b.responses, Response{URL: url, Status: st, Body: string(res.Body)})
 					b.mu.Unlock()
 				}
 			}()
 		}
 	})
-	if err := chromedp.Run(ctx, network.Enable()); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatalf("enabling the network domain: %v", err)
 	}
 	return b
 }
 
-// Run runs chromedp actions in the tab.
-func (b *Browser) Run(t testing.TB, actions ...chromedp.Action) {
+// Do runs chromedp actions in the tab, failing the test on an error.
+func (b *Browser) Do(t testing.TB, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Run(b.Ctx, actions...); err != nil {
+	if err := chromedp.Do(b.Ctx, actions...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Text returns the text of the first element matching a CSS selector,
+// waiting for it to be visible.
+func (b *Browser) Text(t testing.TB, css string) string {
+	t.Helper()
+	s, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS(css)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", css, err)
+	}
+	return s
+}
+
+// HTML returns the document's whole HTML as the browser has it now.
+func (b *Browser) HTML(t testing.TB) string {
+	t.Helper()
+	s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // Received returns every response body and server-sent event payload the

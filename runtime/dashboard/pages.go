@@ -83,10 +83,13 @@ func (d *Dashboard) taskPage(r *http.Request) (string, string, any, error) {
 
 // Filter values come from fixed sets (or the registry); anything else is
 // ignored, so a query string cannot make the page query for it.
-var (
-	triggers = []string{string(runtime.TriggerCLI), string(runtime.TriggerDashboard), string(runtime.TriggerSchedule), string(runtime.TriggerQueue)}
-	outcomes = []string{runtime.Succeeded, runtime.Failed}
-)
+func triggerNames() []string {
+	var out []string
+	for _, t := range runtime.Triggers() {
+		out = append(out, string(t))
+	}
+	return out
+}
 
 func (d *Dashboard) runsPage(r *http.Request) (string, string, any, error) {
 	q := r.URL.Query()
@@ -94,6 +97,7 @@ func (d *Dashboard) runsPage(r *http.Request) (string, string, any, error) {
 	if t := q.Get("task"); slices.Contains(d.o.Registry.Names(), t) {
 		f.Task = t
 	}
+	triggers, outcomes := triggerNames(), runtime.Outcomes()
 	f.Trigger = runtime.Trigger(oneOf(q.Get("trigger"), triggers...))
 	f.Outcome = oneOf(q.Get("outcome"), outcomes...)
 	data := map[string]any{"Filter": f, "Tasks": d.o.Registry.Names(), "Triggers": triggers, "Outcomes": outcomes}
