@@ -117,6 +117,13 @@ func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 	return c, nil
 }
 
+// Setup returns a Setup over the Core's shared resources, for the
+// runtime's own components that share the tasks' clients (the dashboard's
+// view of the dead letters, the stores): name tags its log.
+func (c *Core) Setup(name string) *Setup {
+	return c.setup(name, c.log.With().Str("component", name).Logger())
+}
+
 func (c *Core) setup(task string, log zerolog.Logger) *Setup {
 	return &Setup{Deployment: c.dep, Log: log, StateDir: c.stateDir, Task: task, res: c.res}
 }

@@ -26,8 +26,35 @@ const RequestIDHeader = "X-Request-Id"
 // around the Core that on-demand runs use alone.
 type Host struct {
 	*Core
-	echo *echo.Echo
+	echo    *echo.Echo
+	observe func(RequestInfo)
 }
+
+// RequestInfo is one request a task served, with bounded values only: the
+// task is a registered name and the method one of a fixed set.
+type RequestInfo struct {
+	Time      time.Time
+	Task      string
+	Method    string
+	Status    int
+	Latency   time.Duration
+	RequestID string
+}
+
+// Mount serves handler for every path under prefix ("/_/": the dashboard),
+// beside the tasks, through the same middleware (request id, access log,
+// panics, body limit). Task names cannot start with "_". Call before Serve.
+func (h *Host) Mount(prefix string, handler http.Handler) {
+	prefix = strings.TrimSuffix(prefix, "/")
+	w := echo.WrapHandler(handler)
+	h.echo.Any(prefix+"/*", w)
+	h.echo.GET(prefix, func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, prefix+"/") })
+}
+
+// Observe calls fn after every request a task served (not for paths no
+// task serves, nor the runtime's own). fn must be quick: it runs on the
+// request's goroutine. Call before Serve.
+func (h *Host) Observe(fn func(RequestInfo)) { h.observe = fn }
 
 // NewHost sets up a Core (see NewCore) and its HTTP host.
 func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opts Options) (*Host, error) {
@@ -184,6 +211,9 @@ func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		status := c.Response().Status
 		method := methodLabel(c.Request().Method)
 		h.metrics.observe(task, method, status, d)
+		if h.observe != nil && task != "" {
+			h.observe(RequestInfo{Time: start, Task: task, Method: method, Status: status, Latency: d, RequestID: requestIDOf(c)})
+		}
 		ev := h.log.Info()
 		if status >= 500 {
 			ev = h.log.Error()

@@ -12,9 +12,10 @@ import (
 	"github.com/taskrun/taskrun/internal/store"
 	"github.com/taskrun/taskrun/runtime/cli"
 	"github.com/taskrun/taskrun/tasks"
+	"github.com/taskrun/taskrun/tasks/upload"
 )
 
 func main() {
 	os.Exit(cli.Main(cli.App{Args: os.Args[1:], Environ: os.Environ(), Stdout: os.Stdout, Stderr: os.Stderr, Tasks: tasks.All(),
-		OpenRuns: mongostore.OpenRuns, Vars: store.Vars}))
+		OpenRuns: mongostore.OpenRuns, Vars: store.Vars, Dashboard: cli.DashboardParts{Refused: upload.DeadLetters}}))
 }

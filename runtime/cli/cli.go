@@ -48,6 +48,8 @@ type App struct {
 	// Vars are the deployment variables the runtime itself reads (such as
 	// the database that OpenRuns uses), read and masked like the tasks'.
 	Vars []runtime.Var
+	// Dashboard adds pages to the dashboard of `deploy`.
+	Dashboard DashboardParts
 
 	root    string   // --root
 	proj    *project // opened once by project()
@@ -318,7 +320,7 @@ func (a *App) project() (*project, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the tasks are not valid:\n%w", err)
 	}
-	a.proj = &project{root: r, reg: reg, extra: a.Vars}
+	a.proj = &project{root: r, reg: reg, extra: append(slices.Clip(a.Vars), dashboardVar)}
 	return a.proj, nil
 }
 

@@ -81,6 +81,18 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 			log.Info().Str("task", t.Name).Strs("methods", t.Methods()).Str("url", url+"/"+t.Name).Msg("mounted")
 		}
 	}
+	durl, err := a.mountDashboard(ctx, h, dep, log, url)
+	if err != nil {
+		return fmt.Errorf("the dashboard: %w", err)
+	}
+	switch {
+	case durl != "" && !dep.Production:
+		log.Info().Str("url", durl).Msg("dashboard at " + durl + " (development: no login, loopback connections only)")
+	case durl != "":
+		log.Info().Str("url", durl).Msg("dashboard at " + durl + " (log in with DASHBOARD_TOKEN)")
+	default:
+		log.Info().Msg("no dashboard: a production deployment serves one only with DASHBOARD_TOKEN set")
+	}
 	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
 	flush()

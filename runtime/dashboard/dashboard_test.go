@@ -62,7 +62,7 @@ func start(t *testing.T, production bool, token string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close(context.Background()) })
-	reqs := dashboard.NewRequestLog(3)
+	reqs := dashboard.NewRequestLog(reg.Names(), 3)
 	d, err := dashboard.New(dashboard.Options{Deployment: dep, Registry: reg, Runner: core.Executor(), Runs: core.Executor().Store(),
 		Requests: reqs, Log: log, Token: token})
 	if err != nil {
@@ -71,6 +71,7 @@ func start(t *testing.T, production bool, token string) *fixture {
 	if d == nil {
 		return &fixture{log: logs, core: core}
 	}
+	reqs.Observe(dashboard.Request{Task: "invented-by-a-client", Method: "GET", RequestID: "reqz"})
 	for i := 0; i < 5; i++ {
 		reqs.Observe(dashboard.Request{Time: time.Now(), Task: "web", Method: "GET", Status: 200 + i, RequestID: "req" + string(rune('a'+i))})
 	}

@@ -182,7 +182,7 @@ type requestGroup struct {
 func (d *Dashboard) requestsPage(r *http.Request) (string, string, any, error) {
 	var groups []requestGroup
 	if d.o.Requests != nil {
-		for _, t := range append(d.o.Registry.Names(), "-") {
+		for _, t := range d.o.Registry.Names() {
 			if reqs := d.o.Requests.Latest(t); len(reqs) > 0 {
 				groups = append(groups, requestGroup{t, reqs})
 			}
@@ -228,4 +228,3 @@ func (d *Dashboard) refusedPage(r *http.Request) (string, string, any, error) {
 	}
 	return "refused", "Refused uploads", data, nil
 }
-

@@ -15,57 +15,57 @@ type Request struct {
 	RequestID string        `json:"request_id"`
 }
 
-// RequestLog keeps the latest PerTask requests of each task, in memory.
-// Its keys come from the registry only (the HTTP layer passes a task name
-// it mounted, or "" for paths no task serves, kept under "-"), and method
-// must already be one of a fixed set: nothing a client sends can grow it.
+// RequestLog keeps the latest requests of each task, in memory. Its rings
+// are made once, one per task name it is given, so nothing a client sends
+// can add to it (a request of another task is ignored), and recording a
+// request locks only its task's ring: the hot path pays one uncontended
+// mutex.
 type RequestLog struct {
-	mu      sync.Mutex
-	perTask int
-	rings   map[string]*ring
+	rings map[string]*ring // read-only after NewRequestLog
 }
 
-// NewRequestLog keeps perTask requests per task (50 if zero).
-func NewRequestLog(perTask int) *RequestLog {
+// NewRequestLog keeps perTask requests (50 if zero) of each named task.
+func NewRequestLog(tasks []string, perTask int) *RequestLog {
 	if perTask <= 0 {
 		perTask = 50
 	}
-	return &RequestLog{perTask: perTask, rings: map[string]*ring{}}
+	l := &RequestLog{rings: make(map[string]*ring, len(tasks))}
+	for _, t := range tasks {
+		l.rings[t] = &ring{buf: make([]Request, perTask)}
+	}
+	return l
 }
 
 type ring struct {
+	mu   sync.Mutex
 	buf  []Request
 	next int
 	full bool
 }
 
-// Observe records a request.
+// Observe records a request of one of the log's tasks.
 func (l *RequestLog) Observe(r Request) {
-	if r.Task == "" {
-		r.Task = "-"
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	g := l.rings[r.Task]
 	if g == nil {
-		g = &ring{buf: make([]Request, l.perTask)}
-		l.rings[r.Task] = g
+		return
 	}
+	g.mu.Lock()
 	g.buf[g.next] = r
 	g.next = (g.next + 1) % len(g.buf)
 	if g.next == 0 {
 		g.full = true
 	}
+	g.mu.Unlock()
 }
 
 // Latest returns a task's requests, newest first.
 func (l *RequestLog) Latest(task string) []Request {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	g := l.rings[task]
 	if g == nil {
 		return nil
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	n := g.next
 	if g.full {
 		n = len(g.buf)

@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"context"
+	"net/url"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/taskrun/taskrun/runtime"
+	"github.com/taskrun/taskrun/runtime/dashboard"
+	"github.com/taskrun/taskrun/runtime/deployment"
+)
+
+// VarDashboardToken is the secret that opens a production deployment's
+// dashboard. Unset there, no dashboard is served.
+const VarDashboardToken = "DASHBOARD_TOKEN"
+
+// dashboardVar is how every deployment declares it (with App.Vars).
+var dashboardVar = runtime.Var{Name: VarDashboardToken, Optional: true, Secret: true,
+	Help: "opens the dashboard at /_/ of a production deployment (a long random string); unset: no dashboard in production"}
+
+// DashboardParts are what the dashboard shows beyond the runtime's own
+// (main fills them in from the tasks).
+type DashboardParts struct {
+	// Refused lists the refused upload operations (upload's dead letters).
+	Refused func(s *runtime.Setup) dashboard.Refused
+}
+
+// mountDashboard serves the dashboard at /_/ of h, when the deployment
+// should have one, and returns its URL ("" when it has none).
+func (a *App) mountDashboard(ctx context.Context, h *runtime.Host, dep *deployment.Deployment, log zerolog.Logger, base string) (string, error) {
+	exec := h.Executor()
+	o := dashboard.Options{Deployment: dep, Registry: h.Registry(), Runner: exec, Log: log.With().Str("component", "dashboard").Logger(),
+		Token: dep.Get(VarDashboardToken), Secure: strings.HasPrefix(dep.URL, "https://"), Context: ctx}
+	if st := exec.Store(); st != nil {
+		o.Runs = st
+	}
+	if a.Dashboard.Refused != nil {
+		o.Refused = a.Dashboard.Refused(h.Setup("dashboard"))
+	}
+	reqs := dashboard.NewRequestLog(h.Registry().Names(), 0)
+	o.Requests = reqs
+	d, err := dashboard.New(o)
+	if err != nil || d == nil {
+		return "", err
+	}
+	h.Mount(dashboard.Prefix, d)
+	h.Observe(func(r runtime.RequestInfo) {
+		reqs.Observe(dashboard.Request{Time: r.Time, Task: r.Task, Method: r.Method, Status: r.Status, Latency: r.Latency, RequestID: r.RequestID})
+	})
+	u, _ := url.JoinPath(base, dashboard.Prefix)
+	return u, nil
+}
