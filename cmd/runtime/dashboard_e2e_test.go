@@ -151,11 +151,11 @@ func TestDashboardProduction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("prod.yaml", "production: true\nvars:\n  - name: POWERSYNC_URL\n    value: https://ps.example.net\n  - name: TOKEN_AUTH\n    value: verified\n"+
-		"  - name: TOKEN_IDP_JWKS_URL\n    value: https://idp.example.net/jwks.json\n  - name: TOKEN_IDP_ISSUER\n    value: https://idp.example.net/\n"+
+	write("prod.yaml", "production: true\nvars:\n  - name: POWERSYNC_URL\n    value: https://powersync.acme-widgets.net\n  - name: TOKEN_AUTH\n    value: verified\n"+
+		"  - name: TOKEN_IDP_JWKS_URL\n    value: https://idp.acme-widgets.net/jwks.json\n  - name: TOKEN_IDP_ISSUER\n    value: https://idp.acme-widgets.net/\n"+
 		"  - name: TOKEN_IDP_AUDIENCE\n    value: app\n  - name: MONGO_URI\n    masked: true\nupload:\n  default: allow\n")
-	run(t, root, nil, "test", "generate_keys", "--deployment", "prod", "--params", `{"save":"prod"}`).must(t, 0)
 	env := []string{"MONGO_URI=" + mongotest.URI(t), "MONGO_DATABASE=" + fmt.Sprintf("dash_%d", time.Now().UnixNano())}
+	run(t, root, env, "test", "generate_keys", "--deployment", "prod", "--params", `{"save":"prod"}`).must(t, 0)
 
 	s := deploy(t, root, "prod", env...)
 	resp, err := http.Get(s.url + "/_/")
