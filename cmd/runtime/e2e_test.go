@@ -109,7 +109,9 @@ func run(t testing.TB, root string, env []string, args ...string) result {
 }
 
 func baseEnv() []string {
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + os.TempDir()}
+	// DEVSTORE_LISTEN: a development store on any free port, never the
+	// deployment's usual one (tests use no fixed port).
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + os.TempDir(), "DEVSTORE_LISTEN=127.0.0.1:0"}
 }
 
 func (r result) must(t testing.TB, code int) result {

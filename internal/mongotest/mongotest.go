@@ -1,7 +1,8 @@
-// Package mongotest gives the commands' tests, benchmarks and soak runs a
-// real MongoDB wire-protocol server: TEST_MONGO_URI when set, else an
-// embedded FerretDB on SQLite listening on loopback (Store), which can be
-// stopped and started again in place.
+// Package mongotest gives tests, benchmarks and soak runs a real MongoDB
+// wire-protocol server: TEST_MONGO_URI when set, else an embedded FerretDB
+// on SQLite (internal/devstore) listening on loopback, one per test binary
+// (URI), or one of their own that they can stop and start again in place
+// (Store). internal/store/storetest adds per-test databases on top.
 package mongotest
 
 import (
@@ -10,17 +11,22 @@ import (
 	"testing"
 )
 
+// EnvURI names the environment variable of a real server for tests.
+const EnvURI = "TEST_MONGO_URI"
+
 var (
 	once   sync.Once
 	shared string
 	err    error
 )
 
-// URI returns TEST_MONGO_URI when set, else the URI of one embedded server
-// shared by the whole test binary.
+// URI returns TEST_MONGO_URI when set, else the URI (no database) of one
+// embedded server shared by the whole test binary, started on first use
+// in a temporary folder and left running until the binary exits (a
+// FerretDB per test would cost ~100 ms each).
 func URI(t testing.TB) string {
 	t.Helper()
-	if u := os.Getenv("TEST_MONGO_URI"); u != "" {
+	if u := os.Getenv(EnvURI); u != "" {
 		return u
 	}
 	once.Do(func() {
@@ -36,11 +42,11 @@ func URI(t testing.TB) string {
 		}
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("starting the test MongoDB server: %v", err)
 	}
 	return shared
 }
 
 // External reports whether the tests run against TEST_MONGO_URI, a server
 // they cannot stop.
-func External() bool { return os.Getenv("TEST_MONGO_URI") != "" }
+func External() bool { return os.Getenv(EnvURI) != "" }

@@ -2,22 +2,15 @@ package mongotest
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
-	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/taskrun/taskrun/internal/devstore"
 )
 
-var newMu sync.Mutex
-
-// Store is an embedded MongoDB-wire store: FerretDB with its SQLite handler,
-// listening on a loopback TCP address. Stop and Start keep the address and
-// the files, as a database server that goes down and comes back does.
+// Store is an embedded MongoDB-wire store (internal/devstore) that tests
+// stop and start again in place: Stop and Start keep the address and the
+// files, as a database server that goes down and comes back does.
 type Store struct {
 	// Addr is the host:port it listens on, fixed by the first Start.
 	Addr string
@@ -29,9 +22,8 @@ type Store struct {
 	// of `runtime deploy` does.
 	NoSync bool
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu  sync.Mutex
+	srv *devstore.Server
 }
 
 // StartStore starts a store on addr (127.0.0.1:0 for any free port) with
@@ -48,46 +40,15 @@ func StartStore(addr, dir string, log *slog.Logger) (*Store, error) {
 func (s *Store) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cancel != nil {
-		return fmt.Errorf("store on %s is already running", s.Addr)
+	ctx := context.Background()
+	if s.srv != nil {
+		return s.srv.Start(ctx)
 	}
-	dir, err := filepath.Abs(s.Dir)
+	srv, err := devstore.Start(ctx, devstore.Config{Dir: s.Dir, Addr: s.Addr, Log: s.Log, Durable: !s.NoSync})
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	log := s.Log
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	newMu.Lock() // ferretdb.New writes a package variable
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: s.Addr},
-		Handler:   "sqlite",
-		SQLiteURL: s.sqliteURL(dir),
-		Logger:    log,
-	})
-	newMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("starting the store on %s: %w", s.Addr, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = f.Run(ctx)
-	}()
-	// MongoDBURI waits until the listener is up.
-	u, err := url.Parse(f.MongoDBURI())
-	if err != nil {
-		cancel()
-		<-done
-		return err
-	}
-	s.Addr = u.Host
-	s.cancel, s.done = cancel, done
+	s.srv, s.Addr = srv, srv.Addr()
 	return nil
 }
 
@@ -96,23 +57,10 @@ func (s *Store) Start() error {
 func (s *Store) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cancel == nil {
-		return
+	if s.srv != nil {
+		s.srv.Stop()
 	}
-	s.cancel()
-	<-s.done
-	s.cancel, s.done = nil, nil
 }
 
 // URI is the store's connection string naming database db.
-func (s *Store) URI(db string) string {
-	return (&url.URL{Scheme: "mongodb", Host: s.Addr, Path: "/" + db}).String()
-}
-
-func (s *Store) sqliteURL(dir string) string {
-	u := &url.URL{Scheme: "file", Path: dir + "/"}
-	if s.NoSync {
-		u.RawQuery = "_pragma=synchronous(normal)"
-	}
-	return u.String()
-}
+func (s *Store) URI(db string) string { return devstore.URI(s.Addr, db) }

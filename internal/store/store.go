@@ -1,30 +1,33 @@
 // Package store opens the deployment's MongoDB: one pooled client per
-// process, shared by every task and request.
+// process, shared by every task and by the runtime's own stores (Open,
+// Database: runtime.Shared under SharedKey, opened by whoever asks first).
 //
 // Which database:
 //
 //   - MONGO_URI set: that server. The database is the one named in the URI's
 //     path (mongodb+srv://user:pass@host/<database>), else MONGO_DATABASE; one
 //     of them must say.
-//   - MONGO_URI unset in a development deployment: an embedded
-//     MongoDB-wire-compatible store (FerretDB with SQLite files under
-//     <state dir>/devstore/<deployment>/), announced in the log. The
-//     database is MONGO_DATABASE, else "powersync". FerretDB has no
-//     transactions and no change streams, so it is for trying things out,
-//     not for running a PowerSync service against.
+//   - MONGO_URI unset in a development deployment: the embedded development
+//     store (internal/devstore: FerretDB with SQLite files under
+//     <state dir>/devstore/<deployment>/), announced in the log with a
+//     line to paste into mongosh. One process runs it; the deployment's
+//     other processes connect to it (dev.go). The database is
+//     MONGO_DATABASE, else "powersync". FerretDB has no transactions and
+//     no change streams, so it is for trying things out, not for running a
+//     PowerSync service against.
 //   - MONGO_URI unset in a production deployment: refused.
 //
-// URIs are only ever logged redacted (no password, no options).
+// Writers ask the Store how to write (WriteLimits, WriteSlot,
+// SupportsTransactions) rather than knowing which server it is.
+//
+// URIs are only ever logged redacted (no password, no options; Redact).
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +37,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
+	"github.com/taskrun/taskrun/internal/devstore"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 )
@@ -68,6 +72,9 @@ var Vars = []runtime.Var{
 	{Name: VarDatabase, Optional: true,
 		Help:    "database name when MONGO_URI names none (development store: default " + DevDatabase + ")",
 		Default: "(MONGO_URI's; development: " + DevDatabase + ")"},
+	{Name: VarDevListen, Optional: true,
+		Help:    "the development store's address without MONGO_URI, 127.0.0.1:PORT (default: a port from 27100 to 27999 picked from the deployment's name)",
+		Default: "(development: 127.0.0.1:27100-27999, from the deployment's name)"},
 }
 
 // Store is the process-wide MongoDB client and the deployment's database.
@@ -75,10 +82,10 @@ type Store struct {
 	client   *mongo.Client
 	db       *mongo.Database
 	redacted string
-	devDir   string // the development store's folder; "" when MONGO_URI is used
-	stop     func()
-	unacked  bool // the connection string asks for unacknowledged writes (w=0)
+	dev      *devStore // the embedded development store; nil when MONGO_URI is used
+	unacked  bool      // the connection string asks for unacknowledged writes (w=0)
 	flavor   atomic.Int32
+	slots    chan struct{} // FerretDB's write slots
 }
 
 // Server flavors, as learnt from buildInfo.
@@ -103,11 +110,10 @@ func (st *Store) URI() string { return st.redacted }
 // writes are acknowledged has to override or refuse.
 func (st *Store) Unacknowledged() bool { return st.unacked }
 
-// FerretDB reports whether the server is FerretDB (the development store,
-// or one that MONGO_URI names), which needs gentler handling: its update
-// command slows down steeply with the number of statements. It asks the
-// server once; while the server cannot be reached it answers false.
-func (st *Store) FerretDB(ctx context.Context) bool {
+// ferretDB reports whether the server is FerretDB (the development store,
+// or one that MONGO_URI names). It asks the server once; while the server
+// cannot be reached it answers false.
+func (st *Store) ferretDB(ctx context.Context) bool {
 	switch st.flavor.Load() {
 	case flavorMongoDB:
 		return false
@@ -126,22 +132,57 @@ func (st *Store) FerretDB(ctx context.Context) bool {
 	return f == flavorFerretDB
 }
 
-// Embedded reports whether this is the embedded development store.
-func (st *Store) Embedded() bool { return st.devDir != "" }
+// WriteLimits returns how to cut and pace writes for this server, and what
+// it lacks: on FerretDB (the development store, or one that MONGO_URI
+// names) commands of a few statements and few collections at a time, no
+// transactions, no Decimal128 (devstore.Limits); on MongoDB the zero
+// value, no limit of ours. It asks the server once; while the server
+// cannot be reached it answers the zero value.
+func (st *Store) WriteLimits(ctx context.Context) devstore.Limits {
+	if st.ferretDB(ctx) {
+		return devstore.FerretDBLimits()
+	}
+	return devstore.Limits{}
+}
+
+// WriteSlot waits for one of the process's write slots, for a batch of
+// writes, and returns its release. MongoDB needs none (release is a
+// no-op); FerretDB has Limits.Slots. It fails when ctx ends first.
+func (st *Store) WriteSlot(ctx context.Context) (release func(), err error) {
+	if !st.ferretDB(ctx) {
+		return func() {}, nil
+	}
+	select {
+	case st.slots <- struct{}{}:
+		return func() { <-st.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Embedded reports whether this is the embedded development store (run by
+// this process or by another of the deployment's).
+func (st *Store) Embedded() bool { return st.dev != nil }
 
 // Dir is the development store's folder ("" for a real server).
-func (st *Store) Dir() string { return st.devDir }
+func (st *Store) Dir() string {
+	if st.dev == nil {
+		return ""
+	}
+	return st.dev.dir
+}
 
 // Ping checks that the server answers; it is the "mongo" readiness check.
 func (st *Store) Ping(ctx context.Context) error {
 	return st.client.Ping(ctx, readpref.Primary())
 }
 
-// Close disconnects the client, then stops the development store if any.
+// Close disconnects the client, then stops the development store if this
+// process runs it.
 func (st *Store) Close(ctx context.Context) error {
 	err := st.client.Disconnect(ctx)
-	if st.stop != nil {
-		st.stop()
+	if st.dev != nil {
+		st.dev.close()
 	}
 	return err
 }
@@ -251,36 +292,16 @@ func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) 
 		}
 		st.client = c
 	} else {
-		if dep.Production {
-			return nil, nil, errNoURI
-		}
-		if s.StateDir == "" {
-			return nil, nil, fmt.Errorf("%s is unset and there is no state folder for the development store", VarURI)
-		}
-		if dbName == "" {
-			dbName = DevDatabase
-		}
-		if err := ValidDatabaseName(dbName); err != nil {
+		var err error
+		if dbName, err = devDatabase(dep, dbName); err != nil {
 			return nil, nil, err
 		}
-		dir, err := filepath.Abs(filepath.Join(s.StateDir, "devstore", dep.Name))
-		if err != nil {
+		if err := openDevelopment(ctx, s, st, dbName); err != nil {
 			return nil, nil, err
 		}
-		devURI, stop, err := StartEmbedded(ctx, dir, NewSlogger(s.Log))
-		if err != nil {
-			return nil, nil, fmt.Errorf("starting the development store in %s: %w", dir, err)
-		}
-		c, err := mongo.Connect(options.Client().ApplyURI(devURI).SetAppName("taskrun"))
-		if err != nil {
-			stop()
-			return nil, nil, fmt.Errorf("connecting to the development store: %w", err)
-		}
-		st.client, st.devDir, st.stop, st.redacted = c, dir, stop, devURI
 		st.flavor.Store(flavorFerretDB)
-		s.Log.Warn().Str("dir", dir).Str("uri", devURI).Str("database", dbName).
-			Msgf("DEVELOPMENT STORE: %s is unset, so writes go to an embedded FerretDB (SQLite files in %s), not to MongoDB; set %s to use a real server. Never used in production.", VarURI, dir, VarURI)
 	}
+	st.slots = make(chan struct{}, devstore.FerretDBLimits().Slots)
 	st.db = st.client.Database(dbName)
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -293,40 +314,6 @@ func open(ctx context.Context, s *runtime.Setup) (*Store, func(context.Context) 
 		s.Log.Info().Str("uri", st.redacted).Str("database", dbName).Msg("connected to MongoDB")
 	}
 	return st, st.Close, nil
-}
-
-// scrub removes a URI from an error's text, in case a driver error quotes it.
-func scrub(err error, uri string) string {
-	msg := err.Error()
-	if uri != "" {
-		msg = strings.ReplaceAll(msg, uri, Redact(uri))
-	}
-	return msg
-}
-
-// Redact returns a connection string without its password and options:
-// scheme://user@host1,host2/database.
-func Redact(uri string) string {
-	scheme, rest, ok := strings.Cut(uri, "://")
-	if !ok {
-		return "(unparseable connection string)"
-	}
-	// A valid connection string percent-encodes '/', '?' and '@' in its
-	// credentials: the authority ends at the first '/' or '?'.
-	end := strings.IndexAny(rest, "/?")
-	if end < 0 {
-		end = len(rest)
-	}
-	user := ""
-	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-		user, rest = rest[:at], rest[at+1:]
-		if name, _, hasPass := strings.Cut(user, ":"); hasPass {
-			user = name + ":xxxxx"
-		}
-		user += "@"
-	}
-	rest, _, _ = strings.Cut(rest, "?")
-	return scheme + "://" + user + rest
 }
 
 // ValidDatabaseName checks a database name against MongoDB's rules.
@@ -366,14 +353,4 @@ func (st *Store) SupportsTransactions(ctx context.Context) (bool, error) {
 		return nil, err
 	})
 	return err == nil, nil
-}
-
-var startMu sync.Mutex // ferretdb.New writes a package global
-
-// ensureDir creates the development store's folder, private to the user.
-func ensureDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
-	}
-	return nil
 }

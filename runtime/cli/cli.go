@@ -50,6 +50,11 @@ type App struct {
 	Vars []runtime.Var
 	// Dashboard adds pages to the dashboard of `deploy`.
 	Dashboard DashboardParts
+	// ServeLock, if set, is called by `deploy` before the tasks' Init, with
+	// the address it serves: it refuses a second `deploy` of a deployment
+	// that only one process may serve (cmd/runtime: store.ClaimServing, for
+	// the development store). release runs at exit.
+	ServeLock func(dep *deployment.Deployment, stateDir, url string) (release func(), err error)
 
 	root    string   // --root
 	proj    *project // opened once by project()

@@ -58,6 +58,17 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 		out, flush = bw, func() { _ = bw.Flush() }
 	}
 	log := runtime.NewLogger(out, dep.Secrets())
+	addr := dep.Listen
+	if listen != "" {
+		addr = listen
+	}
+	if a.ServeLock != nil {
+		release, err := a.ServeLock(dep, p.stateDir(), "http://"+addr)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	h, err := runtime.NewHost(ctx, p.reg, dep, a.options(log, p))
 	if err != nil {
 		return err
@@ -67,10 +78,6 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 			log.Error().Err(err).Msg("closing shared resources")
 		}
 	}()
-	addr := dep.Listen
-	if listen != "" {
-		addr = listen
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/internal/devstore"
 	"github.com/taskrun/taskrun/internal/store/storetest"
 )
 
@@ -114,8 +115,8 @@ func BenchmarkUpload(b *testing.B) {
 
 // BenchmarkDriverBulk is the baseline: the driver's ordered bulk write of
 // the same replacements, documents already built, one round trip (on
-// FerretDB, in commands of ferretBatch like upload: one command of 1000 takes
-// minutes there).
+// FerretDB, in commands of the store's MaxStatements like upload: one
+// command of 1000 wedges it).
 func BenchmarkDriverBulk(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
@@ -125,7 +126,7 @@ func BenchmarkDriverBulk(b *testing.B) {
 			ctx := context.Background()
 			chunk := len(docs)
 			if !storetest.Real() {
-				chunk = ferretBatch
+				chunk = devstore.FerretDBLimits().MaxStatements
 			}
 			do := func() {
 				models := make([]mongo.WriteModel, len(docs))

@@ -39,25 +39,8 @@ const (
 	DefaultRefusedCol = "_powersync_refused"
 )
 
-// ferretBatch bounds the statements of one write command sent to FerretDB
-// (the development store): its update command holds one pooled SQLite
-// connection per matching statement until the command ends, from a pool of
-// 100, so that a command of 100 replacements of existing documents waits
-// for itself forever and wedges the store. Its writes therefore go in
-// commands of 16, ferretParallel collections at a time, ferretSlots batches
-// at a time in the process: 64 connections at most, leaving room for reads
-// and dead letters. Collections in parallel matter more than larger
-// commands: FerretDB scans a collection for each write by _id, and scans of
-// two collections run on two cores (cmd/bench upload x1000 on the embedded
-// store: 0.70-0.77 of the driver's own bulk writes one collection at a
-// time, 0.91-1.10 two at a time).
-const (
-	ferretBatch    = 16
-	ferretParallel = 2
-	ferretSlots    = 2
-)
-
-// maxParallel bounds the collections of a batch written at once.
+// maxParallel bounds the collections of a batch written at once (the
+// store's WriteLimits may say fewer).
 const maxParallel = 8
 
 // Hook is the shape of Customise.
@@ -69,7 +52,7 @@ func Task() runtime.Task { return New(Customise) }
 // New returns the upload task with hook as its customisation point (nil:
 // none).
 func New(hook Hook) runtime.Task {
-	t := &task{hook: hook, ferret: make(chan struct{}, ferretSlots)}
+	t := &task{hook: hook}
 	vars := []runtime.Var{
 		{Name: VarAudience, Optional: true, Help: "the PowerSync service URL: the audience tokens must name (required unless UPLOAD_AUTH=off)"},
 		{Name: VarAuth, Optional: true, Help: "on (default): callers need a token from /token; off: anyone may write (development only)", Default: "on"},
@@ -116,7 +99,6 @@ type task struct {
 	keys        *keys.Set
 	counter     *runtime.Counter
 	dbErrors    *runtime.Counter
-	ferret      chan struct{} // FerretDB's write slots (ferretSlots)
 }
 
 func (t *task) init(ctx context.Context, s *runtime.Setup) error {
@@ -252,7 +234,7 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 	}
 	if t.rules != nil && len(t.rules.decimals) > 0 {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		t.decimalText = st.FerretDB(cctx)
+		t.decimalText = st.WriteLimits(cctx).NoDecimal128
 		cancel()
 	}
 	t.counter = s.Counter("upload_operations_total",
@@ -338,7 +320,7 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 
 	// The deployment's rules: the allow-list, the write rules, then
 	// Customise.
-	decimalText := t.decimalText || t.rules != nil && len(t.rules.decimals) > 0 && t.store.FerretDB(ctx)
+	decimalText := t.decimalText || t.rules != nil && len(t.rules.decimals) > 0 && t.store.WriteLimits(ctx).NoDecimal128
 	var refused []refusedOp
 	accepted := make([]Op, 0, len(ops))
 	for i := range ops {
@@ -388,22 +370,24 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	if t.txn {
 		dbRefused, err = t.writeTxn(ctx, colls, refused, ops, bodyKey, req)
 	} else {
-		if t.store.FerretDB(ctx) {
-			select {
-			case t.ferret <- struct{}{}:
-			case <-ctx.Done():
-				t.counter.Add("unavailable", int64(len(ops)))
-				return runtime.Unavailable(5, ctx.Err(), "the database is busy: retry the batch")
-			}
-			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, ferretBatch, ferretParallel)
-			<-t.ferret
-		} else {
-			dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, 0, maxParallel)
+		// The store says how to write to its server (FerretDB: small
+		// commands, few at a time).
+		release, serr := t.store.WriteSlot(ctx)
+		if serr != nil {
+			t.counter.Add("unavailable", int64(len(ops)))
+			return runtime.Unavailable(5, serr, "the database is busy: retry the batch")
 		}
+		lim := t.store.WriteLimits(ctx)
+		parallel := maxParallel
+		if lim.Parallel > 0 {
+			parallel = lim.Parallel
+		}
+		dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, lim.MaxStatements, parallel)
 		if err == nil && !(t.strict && len(dbRefused) > 0) {
 			all := slices.Concat(refused, refusalsOf(dbRefused))
-			err = deadLetters(ctx, t.db.Collection(t.refused, t.collOpts), all, ops, bodyKey, user, env.ID, time.Now().UTC())
+			err = deadLetters(ctx, t.db.Collection(t.refused, t.collOpts), all, ops, bodyKey, user, env.ID, time.Now().UTC(), lim.MaxStatements)
 		}
+		release()
 	}
 	if err != nil {
 		if errors.As(err, new(*runtime.Error)) {
@@ -540,7 +524,7 @@ func (t *task) writeTxn(ctx context.Context, colls []*collWrites, pre []refusedO
 				return nil, nil
 			}
 			all := append(append([]refusedOp(nil), pre...), refusalsOf(rs)...)
-			return nil, deadLetters(tctx, t.db.Collection(t.refused), all, ops, bodyKey, req.User, req.ID, time.Now().UTC())
+			return nil, deadLetters(tctx, t.db.Collection(t.refused), all, ops, bodyKey, req.User, req.ID, time.Now().UTC(), 0)
 		}, txnOpts)
 		if found != nil {
 			excluded[found.w] = found.reason

@@ -432,7 +432,7 @@ func writeOne(ctx context.Context, coll *mongo.Collection, w *docWrite, m mongo.
 
 // writeAll makes every collection's writes, up to parallel collections at
 // a time, in commands of at most maxBatch writes when maxBatch > 0
-// (FerretDB: see ferretBatch).
+// (the store's WriteLimits).
 func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch, parallel int) ([]dbRefusal, error) {
 	if len(colls) == 1 || parallel <= 1 {
 		var refused []dbRefusal
@@ -492,8 +492,9 @@ func (r refusedOp) text() string {
 
 // deadLetters stores the refused operations, one record each, keyed by the
 // request body, the user and the operation's index, so that a retried batch
-// updates its records rather than adding more.
-func deadLetters(ctx context.Context, coll *mongo.Collection, refused []refusedOp, ops []Op, bodyKey, user, requestID string, now time.Time) error {
+// updates its records rather than adding more; in commands of at most
+// maxBatch records when maxBatch > 0 (the store's WriteLimits).
+func deadLetters(ctx context.Context, coll *mongo.Collection, refused []refusedOp, ops []Op, bodyKey, user, requestID string, now time.Time, maxBatch int) error {
 	if len(refused) == 0 {
 		return nil
 	}
@@ -524,8 +525,17 @@ func deadLetters(ctx context.Context, coll *mongo.Collection, refused []refusedO
 				{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}},
 			}).SetUpsert(true))
 	}
-	_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-	return err
+	for len(models) > 0 {
+		n := len(models)
+		if maxBatch > 0 && n > maxBatch {
+			n = maxBatch
+		}
+		if _, err := coll.BulkWrite(ctx, models[:n], options.BulkWrite().SetOrdered(false)); err != nil {
+			return err
+		}
+		models = models[n:]
+	}
+	return nil
 }
 
 // maxChunkBytes bounds the documents of one write command. The driver

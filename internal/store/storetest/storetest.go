@@ -1,6 +1,6 @@
-// Package storetest gives tests a real MongoDB wire server: the one named by
-// TEST_MONGO_URI when set (a real MongoDB), else one embedded FerretDB per
-// test binary, started on first use in a temporary folder.
+// Package storetest gives tests a real MongoDB wire server (mongotest.URI:
+// the one named by TEST_MONGO_URI when set, a real MongoDB, else one
+// embedded FerretDB per test binary) and a client of it.
 //
 // Each test gets its own database (Database, or DatabaseName for a task
 // under test), dropped when the test ends.
@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,51 +18,35 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/taskrun/taskrun/internal/store"
+	"github.com/taskrun/taskrun/internal/mongotest"
 )
 
 // EnvURI names the environment variable of a real server for tests.
-const EnvURI = "TEST_MONGO_URI"
+const EnvURI = mongotest.EnvURI
 
 var (
 	once    sync.Once
-	uri     string
 	client  *mongo.Client
 	initErr error
 )
 
-func start() {
-	if u := os.Getenv(EnvURI); u != "" {
-		uri = u
-	} else {
-		dir, err := os.MkdirTemp("", "storetest-")
-		if err != nil {
-			initErr = err
-			return
-		}
-		// Left running until the test binary exits: the files are in a
-		// temporary folder, and a FerretDB per test would cost ~100 ms each.
-		uri, _, initErr = store.StartEmbedded(context.Background(), dir, nil)
-		if initErr != nil {
-			return
-		}
-	}
-	client, initErr = mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(10 * time.Second))
-}
-
-// URI returns the test server's connection string.
+// URI returns the test server's connection string (mongotest.URI: one
+// server per test binary).
 func URI(t testing.TB) string {
 	t.Helper()
-	once.Do(start)
+	uri := mongotest.URI(t)
+	once.Do(func() {
+		client, initErr = mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(10 * time.Second))
+	})
 	if initErr != nil {
-		t.Fatalf("starting the test MongoDB server: %v", initErr)
+		t.Fatalf("connecting to the test MongoDB server: %v", initErr)
 	}
 	return uri
 }
 
 // Real reports whether tests run against a real MongoDB (TEST_MONGO_URI)
 // rather than the embedded FerretDB.
-func Real() bool { return os.Getenv(EnvURI) != "" }
+func Real() bool { return mongotest.External() }
 
 // Client returns a client connected to the test server, shared by the tests
 // of the binary.
