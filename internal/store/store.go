@@ -234,7 +234,8 @@ func Development(dep *deployment.Deployment) bool {
 // Check reports what Open would refuse in dep's settings, without
 // connecting or starting anything (so that a task can report it with its
 // other problems): a production deployment without MONGO_URI, a
-// connection string that does not parse.
+// connection string that does not parse, a development store address
+// that is not on loopback.
 func Check(dep *deployment.Deployment) error {
 	uri, haveURI := dep.Lookup(VarURI)
 	switch {
@@ -243,6 +244,10 @@ func Check(dep *deployment.Deployment) error {
 	case haveURI:
 		if _, err := connstring.ParseAndValidate(uri); err != nil {
 			return errBadURI // the parser's message may quote the URI
+		}
+	default:
+		if _, _, err := devAddr(dep); err != nil {
+			return err
 		}
 	}
 	return nil
