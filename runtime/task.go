@@ -45,6 +45,12 @@ type Task struct {
 	// served) and before an on-demand run. It parses configuration, opens
 	// shared clients and may refuse the deployment with an error.
 	Init func(ctx context.Context, s *Setup) error
+
+	// Describe, if set, lists what the task makes of the deployment's
+	// structured sections (upload: its write rules), one line per entry,
+	// for `runtime env`; or returns the error that would stop the
+	// deployment. It reads the deployment only: it opens nothing.
+	Describe func(dep *deployment.Deployment) ([]string, error)
 }
 
 // DefaultTimeout bounds requests and runs of tasks that set no Timeout.

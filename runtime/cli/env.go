@@ -33,6 +33,8 @@ func (a *App) envCmd() *cobra.Command {
 
 Masked values print as ********, URLs with their password redacted; an
 unset variable shows the default its tasks apply (source "default").
+After the variables, what tasks make of the deployment file's sections:
+upload's effective write rules.
 Precedence: the process environment > deployments/<name>.local.env >
 deployments/<name>.yaml.`,
 		Args: a.deploymentArg,
@@ -73,7 +75,9 @@ deployments/<name>.yaml.`,
 				Production bool     `json:"production"`
 				Listen     string   `json:"listen"`
 				Vars       []envVar `json:"vars"`
-			}{dep.Name, dep.Production, dep.Listen, []envVar{}}
+				// Sections: each task's Describe of the deployment's sections.
+				Sections map[string][]string `json:"sections,omitempty"`
+			}{dep.Name, dep.Production, dep.Listen, []envVar{}, nil}
 			for _, n := range slices.Sorted(maps.Keys(names)) {
 				v := dep.Var(n)
 				d, isDeclared := declared[n]
@@ -91,6 +95,23 @@ deployments/<name>.yaml.`,
 				}
 				js.Vars = append(js.Vars, row)
 				t.add(n, shown, source, orDash(strings.Join(users[n], ",")))
+			}
+			for _, tk := range p.reg.Tasks() {
+				if tk.Describe == nil {
+					continue
+				}
+				lines, err := tk.Describe(dep)
+				if err != nil {
+					return fmt.Errorf("task %s: %w", tk.Name, err)
+				}
+				if js.Sections == nil {
+					js.Sections = map[string][]string{}
+				}
+				js.Sections[tk.Name] = lines
+				t.after = append(t.after, "", tk.Name+":")
+				for _, l := range lines {
+					t.after = append(t.after, "  "+l)
+				}
 			}
 			return out.print(c.OutOrStdout(), js, t)
 		},

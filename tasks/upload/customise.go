@@ -6,8 +6,12 @@ import "context"
 // updateBatch: edit it to change how the client's mutations are written.
 //
 // It is called once for each operation of a batch, in batch order, after
-// the whole batch has been validated and before anything is written. It
-// may change op (its Data, even its Kind, Collection or ID), and return:
+// the whole batch has been validated and the deployment's write rules
+// (the upload: section) have accepted the operation and converted its
+// typed fields, and before anything is written. The write is then made
+// under the rule of the collection op finally names (its owner condition,
+// its immutable fields). It may change op (its Data, even its Kind,
+// Collection or ID), and return:
 //
 //   - nil: write op as it now is;
 //   - Refuse("reason"): op is not written; the client gets a 200 listing

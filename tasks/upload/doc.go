@@ -52,7 +52,7 @@
 // deeper than 100 levels; invalid UTF-8 (and lone UTF-16 surrogates).
 //
 // Operations that a real client could send but that the deployment's rules
-// refuse (a collection outside UPLOAD_ALLOW, Customise returning Refuse,
+// refuse (a collection outside UPLOAD_ALLOW, a write rule, Customise returning Refuse,
 // the database refusing a document, such as a duplicate key in a unique
 // index or a schema validator) must not block the client's queue: by
 // default the batch succeeds with the refused operations listed in
@@ -84,10 +84,26 @@
 //	MONGO_URI, MONGO_DATABASE see internal/store (unset in development: an embedded store)
 //	POWERSYNC_PRIVATE_KEY, POWERSYNC_PUBLIC_KEY  see internal/keys
 //
+// # Write rules
+//
+// The deployment file's upload: section (rules.go) says per collection who
+// may write what: an owner field matched against the token's subject,
+// immutable fields, the writable fields, collections closed to clients, a
+// default for the others, and field types (types.go). What can be decided
+// from the operation alone is checked before anything is written; whose
+// document it is, and what its immutable fields hold, is a condition of
+// the write itself (guard.go), so there is no window between a check and
+// its write. A refused operation is reported per operation (reason
+// "forbidden" or "type", with "rule" and "message") and dead-lettered like
+// the others; an operation refused at the write is folded out and the
+// others on its document written again. A production deployment refuses
+// to start without rules unless they say default: allow.
+//
 // # Customisation
 //
-// Customise (customise.go) sees every operation before it is written and
-// may change it or refuse it; see its documentation for an example.
+// Customise (customise.go) sees every operation that the rules accepted,
+// with its types converted, before it is written, and may change it or
+// refuse it; see its documentation for an example.
 //
 // # Values
 //

@@ -80,28 +80,44 @@ func (r *rule) isWritable(f string) bool { return r.writable == nil || slices.Co
 // loadRules reads the upload: section of dep, or returns nil when there is
 // none. Every problem is reported at once, each with the file, the line
 // and the entry.
-func loadRules(dep *deployment.Deployment, reserved func(coll string) error) (*rules, error) {
+func loadRules(dep *deployment.Deployment, deadLetter string) (*rules, error) {
 	sec, ok := dep.Section(Section)
 	if !ok {
 		return nil, nil
 	}
-	p := &ruleParser{sec: sec, reserved: reserved}
+	p := &ruleParser{sec: sec, deadLetter: deadLetter}
 	r := p.parse()
 	if len(p.errs) > 0 {
-		return nil, fmt.Errorf("the %s: section of the deployment file has %d problem(s):\n  %w",
-			Section, len(p.errs), errors.New(strings.Join(p.errs, "\n  ")))
+		return nil, fmt.Errorf("the %s: section of the deployment file has %d problem(s):\n  %s",
+			Section, len(p.errs), p.problems())
 	}
 	return r, nil
 }
 
 type ruleParser struct {
-	sec      deployment.Section
-	reserved func(string) error
-	errs     []string
+	sec        deployment.Section
+	deadLetter string // the dead-letter collection, which no rule may name
+	errs       []string
+	lines      []int // of errs, to list them in the file's order
 }
 
 func (p *ruleParser) bad(n *yaml.Node, entry, format string, args ...any) {
 	p.errs = append(p.errs, p.sec.Errorf(n, "%s: %s", entry, fmt.Sprintf(format, args...)).Error())
+	p.lines = append(p.lines, n.Line)
+}
+
+// problems are the errors in the order of their lines.
+func (p *ruleParser) problems() string {
+	idx := make([]int, len(p.errs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return p.lines[a] - p.lines[b] })
+	out := make([]string, len(idx))
+	for i, j := range idx {
+		out[i] = p.errs[j]
+	}
+	return strings.Join(out, "\n  ")
 }
 
 // mapping returns the keys and values of a mapping node, reporting
@@ -183,8 +199,8 @@ func (p *ruleParser) rule(key, n *yaml.Node) *rule {
 	entry := r.name()
 	if err := checkCollection(r.coll); err != nil {
 		p.bad(key, entry, "%v", err)
-	} else if err := p.reserved(r.coll); err != nil {
-		p.bad(key, entry, "%v", err)
+	} else if r.coll == p.deadLetter {
+		p.bad(key, entry, "table %s is the dead-letter collection (%s): clients never write it", quoteShort(r.coll), VarRefusedColl)
 	}
 	if n.Kind == yaml.ScalarNode {
 		switch n.Value {
@@ -227,7 +243,6 @@ func (p *ruleParser) rule(key, n *yaml.Node) *rule {
 				if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
 					p.bad(v, r.name("writable"), "no field is writable: say deny to close the collection")
 				}
-				r.writable = []string{}
 			}
 		case "types":
 			typesNode = v
@@ -285,7 +300,7 @@ func (p *ruleParser) fields(n *yaml.Node, entry string) []string {
 			p.bad(f, entry, "%s is listed twice", f.Value)
 		default:
 			if err := checkField(f.Value, true); err != nil {
-				p.bad(f, entry, "%v (only top-level fields)", err)
+				p.bad(f, entry, "%v", err)
 				continue
 			}
 			out = append(out, f.Value)
@@ -334,6 +349,26 @@ func (p *ruleParser) types(n *yaml.Node, r *rule) []typed {
 	return out
 }
 
+// describeRules is the task's Describe: the effective rules of dep, as
+// `runtime env` prints them.
+func describeRules(dep *deployment.Deployment) ([]string, error) {
+	refused := dep.Get(VarRefusedColl)
+	if refused == "" {
+		refused = DefaultRefusedCol
+	}
+	rs, err := loadRules(dep, refused)
+	if err != nil {
+		return nil, err
+	}
+	if rs == nil {
+		if dep.Production {
+			return nil, errors.New("no write rules: a production deployment refuses to start without an upload: section")
+		}
+		return []string{"no write rules: any caller may write any document of any collection (development only)"}, nil
+	}
+	return append([]string{"write rules of " + rs.file}, rs.describe()...), nil
+}
+
 // describe lists the effective rules, one line per collection, sorted.
 func (r *rules) describe() []string {
 	def := "deny: collections without a rule are closed to clients"
@@ -349,8 +384,15 @@ func (r *rules) describe() []string {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	owners := false
 	for _, n := range names {
 		out = append(out, n+": "+r.colls[n].describe())
+		owners = owners || r.colls[n].owner != ""
+	}
+	if owners {
+		out = append(out, "(owner F: a PUT must carry the caller's user id in F, and writes change only documents whose F is the caller's;",
+			" owner _id: the document's id is the user id; immutable: set when a document is created, never changed;",
+			" writable: the only fields a client may set)")
 	}
 	return out
 }
@@ -366,16 +408,14 @@ func (r *rule) describe() string {
 	switch r.owner {
 	case "":
 		parts = append(parts, "no owner (any user may write any document)")
-	case "_id":
-		parts = append(parts, "owner _id (a user writes only the document whose id is their user id)")
 	default:
-		parts = append(parts, fmt.Sprintf("owner %s (PUT must carry the caller; PATCH/DELETE only the caller's documents)", r.owner))
+		parts = append(parts, "owner "+r.owner)
 	}
 	if len(r.immutable) > 0 {
 		parts = append(parts, "immutable "+strings.Join(r.immutable, ", "))
 	}
 	if r.writable != nil {
-		parts = append(parts, "writable only "+strings.Join(r.writable, ", "))
+		parts = append(parts, "writable "+strings.Join(r.writable, ", "))
 	}
 	if len(r.types) > 0 {
 		ts := make([]string, len(r.types))

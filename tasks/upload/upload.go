@@ -73,6 +73,7 @@ func New(hook Hook) runtime.Task {
 		Access:      runtime.Authenticated(t.authenticate),
 		Vars:        vars,
 		Init:        t.init,
+		Describe:    describeRules,
 	}
 }
 
@@ -178,12 +179,7 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 		}
 		t.maxOps = n
 	}
-	rs, err := loadRules(dep, func(coll string) error {
-		if coll == t.refused {
-			return fmt.Errorf("table %s is the dead-letter collection (%s)", quoteShort(coll), VarRefusedColl)
-		}
-		return nil
-	})
+	rs, err := loadRules(dep, t.refused)
 	if err != nil {
 		errs = append(errs, err)
 	}
