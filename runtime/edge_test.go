@@ -116,3 +116,66 @@ func TestCounterBadName(t *testing.T) {
 		t.Errorf("Init error %v, want one naming bad-name", err)
 	}
 }
+
+// TestNotFoundListsTasks: in a development deployment a 404 lists the
+// served tasks and their URLs; in production it does not.
+func TestNotFoundListsTasks(t *testing.T) {
+	for _, production := range []bool{false, true} {
+		dep := deployment.New("d", production, nil)
+		dep.URL = "https://api.example.com/"
+		h := runtimetest.New(t, dep, webTask(), runTask("ondemand"))
+		var body struct {
+			Error string
+			Tasks []struct {
+				Task, URL string
+				Methods   []string
+			}
+		}
+		resp := h.Do("GET", "/", nil)
+		runtimetest.JSON(t, resp, &body)
+		if resp.StatusCode != 404 || body.Error != "no task at /" {
+			t.Fatalf("GET /: %d %+v", resp.StatusCode, body)
+		}
+		if production {
+			if body.Tasks != nil {
+				t.Errorf("production 404 lists tasks: %+v", body.Tasks)
+			}
+			continue
+		}
+		if len(body.Tasks) != 1 || body.Tasks[0].Task != "web" || body.Tasks[0].URL != "https://api.example.com/web" ||
+			strings.Join(body.Tasks[0].Methods, ",") != "GET,POST,PUT" {
+			t.Errorf("development 404 tasks: %+v", body.Tasks)
+		}
+	}
+}
+
+func TestCORS(t *testing.T) {
+	dep := deployment.New("d", true, nil)
+	dep.CORSOrigins = []string{"https://app.example.com", "http://localhost:*"}
+	h := runtimetest.New(t, dep, webTask())
+	pre := h.Do("OPTIONS", "/web", nil, "Origin", "http://localhost:5173", "Access-Control-Request-Method", "POST",
+		"Access-Control-Request-Headers", "authorization,content-type")
+	if pre.StatusCode != 204 || pre.Header.Get("Access-Control-Allow-Origin") != "http://localhost:5173" ||
+		pre.Header.Get("Access-Control-Allow-Methods") != "OPTIONS, GET, POST, PUT" ||
+		pre.Header.Get("Access-Control-Allow-Headers") != "Authorization,Content-Type,X-Request-Id" {
+		t.Errorf("preflight: %d %v", pre.StatusCode, pre.Header)
+	}
+	for origin, allowed := range map[string]bool{"https://app.example.com": true, "https://evil.example.com": false, "http://localhost:3000": true} {
+		resp := h.Do("GET", "/web?do=client", nil, "Origin", origin) // an error answer
+		got := resp.Header.Get("Access-Control-Allow-Origin")
+		if allowed != (got == origin) || (!allowed && got != "") {
+			t.Errorf("%s: Access-Control-Allow-Origin %q", origin, got)
+		}
+		if allowed && !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "X-Request-Id") {
+			t.Errorf("%s: exposed headers %q", origin, resp.Header.Get("Access-Control-Expose-Headers"))
+		}
+	}
+	if resp := h.Do("OPTIONS", "/web", nil, "Origin", "https://evil.example.com", "Access-Control-Request-Method", "POST"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight of a refused origin allowed: %v", resp.Header)
+	}
+	// No origins configured (production's default): no CORS headers at all.
+	plain := runtimetest.New(t, deployment.New("p", true, nil), webTask())
+	if resp := plain.Do("GET", "/web", nil, "Origin", "http://localhost:5173"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("production without cors_origins answered CORS: %v", resp.Header)
+	}
+}

@@ -27,6 +27,7 @@ const RequestIDHeader = "X-Request-Id"
 type Host struct {
 	*Core
 	echo    *echo.Echo
+	edge    *edge
 	observe func(RequestInfo)
 }
 
@@ -68,7 +69,7 @@ func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 // NewHTTPHost builds the HTTP host of a Core (h.Core). Closing the Host
 // closes the Core.
 func NewHTTPHost(c *Core) *Host {
-	h := &Host{Core: c}
+	h := &Host{Core: c, edge: newEdge(c.log, c.metrics, c.dep.BodyReadTimeout)}
 	h.echo = h.newEcho()
 	return h
 }
@@ -81,20 +82,26 @@ func (h *Host) Handler() http.Handler { return h.echo }
 // in-flight requests finish within the deployment's grace period.
 func (h *Host) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           h.echo,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer serving(r)()
+			h.echo.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: HeaderReadTimeout,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ConnState:         h.edge.connState,
+		ConnContext:       connContext,
 		ErrorLog:          nil,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(h.edge.listener(ln)) }()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
 	h.log.Info().Dur("grace", h.dep.Grace).Msg("shutting down: finishing in-flight requests")
+	h.edge.shutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), h.dep.Grace)
 	defer cancel()
 	err := srv.Shutdown(sctx)
@@ -113,7 +120,11 @@ func (h *Host) newEcho() *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = h.handleError
 	e.Pre(h.requestID)
-	e.Use(h.accessLog, h.recoverPanic, h.bodyLimit)
+	e.Use(h.accessLog, h.recoverPanic)
+	if len(h.dep.CORSOrigins) > 0 {
+		e.Use(h.cors())
+	}
+	e.Use(h.bodyLimit)
 	for _, t := range h.reg.tasks {
 		for _, m := range t.Methods() {
 			e.Add(m, "/"+t.Name, h.serveTask(t, t.HTTP[m]))
@@ -127,14 +138,37 @@ func (h *Host) newEcho() *echo.Echo {
 	return e
 }
 
+// servedTask is one entry of a development 404's list.
+type servedTask struct {
+	Task    string   `json:"task"`
+	Methods []string `json:"methods"`
+	URL     string   `json:"url"`
+}
+
+// served lists the HTTP tasks, by name, with their URLs (under the
+// deployment's url when it has one).
+func (h *Host) served() []servedTask {
+	out := []servedTask{}
+	for _, t := range h.reg.Tasks() {
+		if t.HTTP != nil {
+			out = append(out, servedTask{Task: t.Name, Methods: t.Methods(), URL: strings.TrimSuffix(h.dep.URL, "/") + "/" + t.Name})
+		}
+	}
+	return out
+}
+
 // ready reports 200 when every readiness check passes, else 503.
 func (h *Host) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
 	defer cancel()
 	checks := h.res.ready(ctx)
 	status := http.StatusOK
-	for _, v := range checks {
+	for name, v := range checks {
 		if v != "ok" {
+			// The error may name hosts, addresses, server versions: it
+			// goes to the log; the answer says which check failed.
+			h.log.Warn().Str("request_id", requestIDOf(c)).Str("check", name).Str("error", v).Msg("readiness check failed")
+			checks[name] = "failed"
 			status = http.StatusServiceUnavailable
 		}
 	}
@@ -192,6 +226,7 @@ func requestIDOf(c echo.Context) string {
 type taskContext struct {
 	echo.Context
 	task string
+	body *bodyReader // nil: the request has no body
 }
 
 // accessLog logs one line per request: never the query string or headers,
@@ -201,7 +236,18 @@ func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		start := time.Now()
 		h.metrics.inflight.Add(1)
 		tc := &taskContext{Context: c}
+		if r := c.Request(); r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			tc.body = h.edge.watchBody(c.Response(), r, start)
+			r.Body = tc.body
+			closeUnread(c.Response(), tc.body)
+		}
 		err := next(tc)
+		if tc.body != nil {
+			if tc.body.is(bodyTimedOut) && !c.Response().Committed {
+				err = tc.body.timedOutError().Wrap(err)
+			}
+			tc.body.finish()
+		}
 		if err != nil {
 			c.Error(err)
 		}
@@ -299,7 +345,8 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 	}
 	return func(c echo.Context) error {
 		id := requestIDOf(c)
-		if tc, ok := c.(*taskContext); ok {
+		tc, _ := c.(*taskContext)
+		if tc != nil {
 			tc.task = t.Name
 		}
 		ctx := c.Request().Context()
@@ -308,6 +355,9 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 			c.SetRequest(c.Request().WithContext(ctx))
+			if tc != nil && tc.body != nil {
+				tc.body.shorten(time.Now().Add(timeout)) // a slow body is bounded by the timeout too
+			}
 		}
 		env := &Env{ID: id, Task: t.Name, Deployment: h.dep,
 			Log: h.log.With().Str("task", t.Name).Str("request_id", id).Logger()}
@@ -367,6 +417,9 @@ func (h *Host) handleError(err error, c echo.Context) {
 		switch status {
 		case http.StatusNotFound:
 			msg = fmt.Sprintf("no task at %s", clip(c.Request().URL.Path))
+			if !h.dep.Production {
+				body["tasks"] = h.served() // development: what is served here
+			}
 		case http.StatusMethodNotAllowed:
 			msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", clip(c.Request().Method), clip(c.Request().URL.Path), c.Response().Header().Get(echo.HeaderAllow))
 		case http.StatusRequestEntityTooLarge:

@@ -547,7 +547,7 @@ func TestHostReadiness(t *testing.T) {
 		word    string
 		mongo   string
 	}{
-		{false, 503, "unavailable", "no primary"},
+		{false, 503, "unavailable", "failed"}, // the error itself only in the log
 		{true, 200, "ready", "ok"},
 	} {
 		healthy.Store(tt.healthy)
@@ -563,6 +563,11 @@ func TestHostReadiness(t *testing.T) {
 		}
 		if m.Checks["mongo"] != tt.mongo || m.Checks["cache"] != "ok" || len(m.Checks) != 2 {
 			t.Errorf("checks %v", m.Checks)
+		}
+		if !tt.healthy {
+			if l := findLog(t, h.Logs.String(), "readiness check failed"); l["check"] != "mongo" || l["error"] != "no primary" {
+				t.Errorf("readiness log %v", l)
+			}
 		}
 		// Liveness does not depend on the checks.
 		if resp := h.Do("GET", "/healthz", nil); resp.StatusCode != 200 {

@@ -149,6 +149,7 @@ func (m *metrics) counter(name, help, label string) *Counter {
 // the deployment label added. Label values must come from a bounded set.
 func (s *Setup) Registerer() prometheus.Registerer { return s.res.metrics.wrapped }
 
-// Registerer is the host's metrics registry, for the runtime's packages
-// (executor, schedules, queue, dashboard): see Setup.Registerer.
-func (h *Host) Registerer() prometheus.Registerer { return h.metrics.wrapped }
+// Registerer is the metrics registry of the Core (and of its Host), for
+// the runtime's packages (executor, schedules, queue, dashboard): see
+// Setup.Registerer.
+func (c *Core) Registerer() prometheus.Registerer { return c.metrics.wrapped }
