@@ -122,7 +122,7 @@ func TestCounterBadName(t *testing.T) {
 func TestNotFoundListsTasks(t *testing.T) {
 	for _, production := range []bool{false, true} {
 		dep := deployment.New("d", production, nil)
-		dep.URL = "https://api.example.com/"
+		dep.URL = "https://api.taskrun.dev/"
 		h := runtimetest.New(t, dep, webTask(), runTask("ondemand"))
 		var body struct {
 			Error string
@@ -142,7 +142,7 @@ func TestNotFoundListsTasks(t *testing.T) {
 			}
 			continue
 		}
-		if len(body.Tasks) != 1 || body.Tasks[0].Task != "web" || body.Tasks[0].URL != "https://api.example.com/web" ||
+		if len(body.Tasks) != 1 || body.Tasks[0].Task != "web" || body.Tasks[0].URL != "https://api.taskrun.dev/web" ||
 			strings.Join(body.Tasks[0].Methods, ",") != "GET,POST,PUT" {
 			t.Errorf("development 404 tasks: %+v", body.Tasks)
 		}
