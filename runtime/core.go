@@ -58,7 +58,7 @@ func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 	if err := c.checkVars(); err != nil {
 		pre = append(pre, err)
 	}
-	if p := dep.Placeholders(); dep.Production && len(p) > 0 {
+	if p := dep.Placeholders(reg.varNames(), reg.serves()); dep.Production && len(p) > 0 {
 		pre = append(pre, fmt.Errorf("production deployment %q still has placeholder values (YOUR-..., example domains): %s; set the real ones",
 			dep.Name, strings.Join(p, ", ")))
 	}

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,11 @@ type RunRequest struct {
 	// Live, if set, receives the run's log lines (JSON, masked) as they are
 	// written: a terminal, a dashboard stream.
 	Live io.Writer
+	// Output, if set, receives what the task writes to Env.Output (masked):
+	// its result, apart from its logs and not kept in the record. `runtime
+	// test` gives its standard output. Nil: each line goes to the run's
+	// log instead.
+	Output io.Writer
 }
 
 // Executor is the one path by which a task's Run runs, whatever triggered
@@ -162,7 +168,11 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 		w = zerolog.MultiLevelWriter(buf, req.Live)
 	}
 	log := zerolog.New(Redact(w, x.secrets)).With().Timestamp().Str("task", t.Name).Str("run_id", id).Logger()
-	env := &Env{ID: id, Task: t.Name, Deployment: x.dep, Log: log, Params: req.Params}
+	out := &lineLog{log: log}
+	env := &Env{ID: id, Task: t.Name, Deployment: x.dep, Log: log, Params: req.Params, Output: out}
+	if req.Output != nil {
+		env.Output = Redact(req.Output, x.secrets)
+	}
 	rctx, cancel := context.WithTimeout(log.WithContext(ctx), timeout)
 	defer cancel()
 
@@ -171,6 +181,7 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 		stopProgress = x.progress(ctx, rec, buf)
 	}
 	runErr := safeRun(rctx, t.Run, env)
+	out.flush()
 	rec.Duration = time.Since(started)
 	stopProgress()
 	rec.Outcome = Succeeded
@@ -361,4 +372,37 @@ func instanceName() string {
 		h = "unknown"
 	}
 	return fmt.Sprintf("%s:%d", h, os.Getpid())
+}
+
+// lineLog writes a run's output to its log, one line an entry, when the
+// caller did not ask for the output (RunRequest.Output nil).
+type lineLog struct {
+	mu      sync.Mutex
+	log     zerolog.Logger
+	partial []byte
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.log.Info().Bool("output", true).Msg(string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+// flush logs a last line without a newline.
+func (l *lineLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.log.Info().Bool("output", true).Msg(string(l.partial))
+		l.partial = nil
+	}
 }

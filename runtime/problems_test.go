@@ -13,7 +13,7 @@ import (
 )
 
 // A production deployment reports every problem in one error: missing
-// variables, placeholder values and what each startable task's Init
+// variables, placeholder values (of the variables its tasks declare) and what each startable task's Init
 // finds, a problem that several tasks share (inside an errors.Join too)
 // said once.
 func TestNewHostEveryProblemAtOnce(t *testing.T) {
@@ -21,12 +21,14 @@ func TestNewHostEveryProblemAtOnce(t *testing.T) {
 	needs := runtime.Task{Name: "needs", Run: okRun, Vars: []runtime.Var{{Name: "REQUIRED_ONE"}},
 		Init: func(context.Context, *runtime.Setup) error { needsInited.Store(true); return nil }}
 	shared := errors.New("the signing key is unset")
-	a := runtime.Task{Name: "a", Run: okRun, Init: func(context.Context, *runtime.Setup) error { return shared }}
+	a := runtime.Task{Name: "a", Run: okRun, Init: func(context.Context, *runtime.Setup) error { return shared },
+		Vars: []runtime.Var{{Name: "ISSUER", Optional: true}, {Name: "SECRET_ONE", Optional: true, Secret: true}, {Name: "FINE", Optional: true}}}
 	b := runtime.Task{Name: "b", Run: okRun, Init: func(context.Context, *runtime.Setup) error {
 		return errors.Join(errors.New("the signing key is unset"), errors.New("MONGO_URI is unset"))
 	}}
 	dep := deployment.New("prod", true, map[string]string{
-		"ISSUER": "https://YOUR-TENANT.example/", "SECRET_ONE": "YOUR-SECRET", "FINE": "https://auth.mycompany.test/"}, "SECRET_ONE")
+		"ISSUER": "https://YOUR-TENANT.example/", "SECRET_ONE": "YOUR-SECRET", "FINE": "https://auth.mycompany.test/",
+		"UNDECLARED": "YOUR-NOT-MINE"}, "SECRET_ONE")
 	_, err := runtimetest.Start(t, dep, needs, a, b)
 	if err == nil {
 		t.Fatal("started")
@@ -43,7 +45,7 @@ func TestNewHostEveryProblemAtOnce(t *testing.T) {
 			t.Errorf("error lacks %q:\n%s", w, msg)
 		}
 	}
-	if strings.Count(msg, "signing key") != 1 || strings.Contains(msg, "YOUR-SECRET") || strings.Contains(msg, "FINE") {
+	if strings.Count(msg, "signing key") != 1 || strings.Contains(msg, "YOUR-SECRET") || strings.Contains(msg, "FINE") || strings.Contains(msg, "UNDECLARED") {
 		t.Errorf("repeated, secret or fine values in:\n%s", msg)
 	}
 	if needsInited.Load() {

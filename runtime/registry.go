@@ -171,3 +171,22 @@ func (r *Registry) Vars() []Var {
 
 // Methods returns a task's HTTP methods, sorted.
 func (t Task) Methods() []string { return slices.Sorted(maps.Keys(t.HTTP)) }
+
+// varNames lists the variables the tasks declare, sorted.
+func (r *Registry) varNames() []string {
+	var out []string
+	for _, v := range r.Vars() {
+		out = append(out, v.Name)
+	}
+	return out
+}
+
+// serves reports whether a task is served over HTTP.
+func (r *Registry) serves() bool {
+	for _, t := range r.tasks {
+		if t.HTTP != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -85,6 +86,11 @@ type Env struct {
 	Log        zerolog.Logger
 	// Params are the run's parameters (`--params`), JSON; empty for requests.
 	Params json.RawMessage
+	// Output takes a run's result, apart from its logs: lines for the caller
+	// to pipe or paste (`runtime test` writes them to standard output, its
+	// logs to standard error). Not kept in the run's record unless the
+	// caller gave no output, then each line is logged. Nil for requests.
+	Output io.Writer
 	// Subject is whatever the task's authenticator returned: for example the
 	// verified user id of a token. Nil for public tasks and runs.
 	Subject any

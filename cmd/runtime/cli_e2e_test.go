@@ -56,14 +56,13 @@ func TestEnvMasksAndPrecedence(t *testing.T) {
 }
 
 // TestRunGenerateKeysAndLogs runs the on-demand task, then reads its record
-// back; the deployment's secrets never appear in any of it.
+// back; the printed private key is not kept in the record.
 func TestRunGenerateKeysAndLogs(t *testing.T) {
 	root := project(t)
-	env := []string{"MONGO_URI=" + secretURI}
-	r := run(t, root, env, "test", "generate_keys").must(t, 0)
-	m := regexp.MustCompile(`POWERSYNC_PUBLIC_KEY=([A-Za-z0-9+/=_-]+)`).FindStringSubmatch(r.stdout)
-	if m == nil || !strings.Contains(r.stdout, "POWERSYNC_PRIVATE_KEY=") {
-		t.Fatalf("generate_keys did not print both key lines:\n%s", r.stdout)
+	r := run(t, root, nil, "test", "generate_keys").must(t, 0)
+	m := regexp.MustCompile(`^POWERSYNC_PUBLIC_KEY=([A-Za-z0-9+/=]+)\nPOWERSYNC_PRIVATE_KEY=([A-Za-z0-9+/=]+)\n$`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("stdout is not exactly the two key lines:\n%s", r.stdout)
 	}
 	raw, err := base64.StdEncoding.DecodeString(m[1])
 	if err != nil {
@@ -73,38 +72,89 @@ func TestRunGenerateKeysAndLogs(t *testing.T) {
 	if err := json.Unmarshal(raw, &jwk); err != nil || jwk["kty"] != "RSA" || jwk["alg"] != "RS256" || jwk["d"] != nil {
 		t.Errorf("public JWK: %s (%v)", raw, err)
 	}
-	if !regexp.MustCompile(`^powersync-[0-9a-f]{10}$`).MatchString(jwk["kid"].(string)) {
+	kid, _ := jwk["kid"].(string)
+	if !regexp.MustCompile(`^powersync-[0-9a-f]{10}$`).MatchString(kid) {
 		t.Errorf("kid %v", jwk["kid"])
 	}
-	id := regexp.MustCompile(`run ([0-9a-f]{16}) of generate_keys succeeded`).FindStringSubmatch(r.stdout)
+	for _, w := range []string{"DEVELOPMENT ONLY", "openssl genpkey -algorithm RSA", `"save":"production"`} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+	// The task's console lines ("15:04:05 INF ...") fit 100 columns.
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if regexp.MustCompile(`^\d\d:\d\d:\d\d [A-Z]{3} `).MatchString(l) && len(l) > 100 {
+			t.Errorf("a %d-column line on stderr: %s", len(l), l)
+		}
+	}
+	id := regexp.MustCompile(`run ([0-9a-f]{16}) of generate_keys succeeded`).FindStringSubmatch(r.stderr)
 	if id == nil {
-		t.Fatalf("no run summary:\n%s", r.stdout)
+		t.Fatalf("no run summary:\n%s", r.stderr)
 	}
 	logs := run(t, root, nil, "logs", "generate_keys").must(t, 0)
-	if !strings.Contains(logs.stdout, id[1]) || !strings.Contains(logs.stdout, m[1]) || !strings.Contains(logs.stdout, "succeeded") {
+	if !strings.Contains(logs.stdout, id[1]) || !strings.Contains(logs.stdout, kid) || !strings.Contains(logs.stdout, "succeeded") {
 		t.Errorf("logs does not show the latest run:\n%s", logs.stdout)
 	}
 	run(t, root, nil, "logs", "generate_keys", "--run", id[1]).must(t, 0)
 	run(t, root, nil, "logs", "generate_keys", "--run", "ffffffffffffffff").must(t, 1)
 
-	bad := run(t, root, env, "test", "generate_keys", "--params", `{"alg":"HS256"}`).must(t, 1)
-	if !strings.Contains(bad.stdout+bad.stderr, "HS256") {
-		t.Errorf("an unsupported algorithm should be named:\n%s%s", bad.stdout, bad.stderr)
+	// EdDSA: the advice is EdDSA's.
+	ed := run(t, root, nil, "test", "generate_keys", "--params", `{"alg":"EdDSA"}`).must(t, 0)
+	if !strings.Contains(ed.stderr, "openssl genpkey -algorithm ED25519") || strings.Contains(ed.stderr, "RSA") {
+		t.Errorf("EdDSA advice:\n%s", ed.stderr)
 	}
-	run(t, root, env, "test", "generate_keys", "--params", `{not json`).must(t, 2)
-	run(t, root, env, "test", "jwks").must(t, 2) // HTTP only
 
-	all := r.stdout + r.stderr + logs.stdout + bad.stdout + bad.stderr
+	bad := run(t, root, nil, "test", "generate_keys", "--params", `{"alg":"HS256"}`).must(t, 1)
+	if !strings.Contains(bad.stdout+bad.stderr, "HS256") || bad.stdout != "" {
+		t.Errorf("an unsupported algorithm should be named, on stderr:\n%s%s", bad.stdout, bad.stderr)
+	}
+	run(t, root, nil, "test", "generate_keys", "--params", `{not json`).must(t, 2)
+	run(t, root, nil, "test", "jwks").must(t, 2) // HTTP only
+
+	all := r.stderr + logs.stdout + bad.stdout + bad.stderr + ed.stderr
 	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "*", "*", "*.json"))
+	records := ""
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		all += string(b)
+		records += string(b)
 	}
-	if len(files) < 2 {
+	if len(files) < 3 {
 		t.Errorf("run records: %v", files)
 	}
-	if strings.Contains(all, "s3cret-pw-e2e") {
-		t.Error("a masked deployment value appears in a run's output or record")
+	if strings.Contains(all+records, m[2]) {
+		t.Error("the private key is in the logs or a record")
+	}
+}
+
+// generate_keys' standard output, appended to a deployment's local file,
+// is the key pair that deployment then serves.
+func TestGenerateKeysIntoLocalEnv(t *testing.T) {
+	root := project(t)
+	gen := run(t, root, nil, "test", "generate_keys", "--params", `{"alg":"ES256"}`).must(t, 0)
+	local := filepath.Join(root, "deployments", "testing.local.env")
+	f, err := os.OpenFile(local, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600) // the shell's >>
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(gen.stdout)
+	f.Close()
+	pub := regexp.MustCompile(`(?m)^POWERSYNC_PUBLIC_KEY=(\S+)$`).FindStringSubmatch(gen.stdout)
+	if pub == nil {
+		t.Fatalf("stdout: %q", gen.stdout)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(pub[1])
+	var jwk struct{ Kid string }
+	json.Unmarshal(raw, &jwk)
+
+	s := deploy(t, root, "testing", "UPLOAD_AUTH=off")
+	defer s.stop(t)
+	var jwks struct{ Keys []struct{ Kid, Alg string } }
+	getJSON(t, s.url+"/jwks", &jwks)
+	if len(jwks.Keys) != 1 || jwks.Keys[0].Kid != jwk.Kid || jwks.Keys[0].Alg != "ES256" {
+		t.Errorf("jwks %+v, want the generated %s", jwks, jwk.Kid)
+	}
+	if strings.Contains(s.logs.String(), "DEVELOPMENT KEYS") {
+		t.Error("the deployment generated its own keys instead of serving the pasted ones")
 	}
 }
 

@@ -206,8 +206,8 @@ func TestProductionRefusesDevelopmentDefaults(t *testing.T) {
 	}
 	// With keys, it still refuses: no MONGO_URI, and no open token endpoint.
 	gen := run(t, root, nil, "test", "generate_keys", "--deployment", "production", "--params", `{"save":"production"}`).must(t, 0)
-	if strings.Contains(gen.stdout, "POWERSYNC_PRIVATE_KEY=") {
-		t.Errorf("save printed the private key:\n%s", gen.stdout)
+	if strings.Contains(gen.stdout+gen.stderr, "POWERSYNC_PRIVATE_KEY=") || !strings.HasPrefix(gen.stdout, "POWERSYNC_PUBLIC_KEY=") {
+		t.Errorf("save printed the private key, or not the public one:\n%s", gen.stdout)
 	}
 	r = run(t, root, []string{"TOKEN_AUTH=open"}, "deploy", "production", "--listen", "127.0.0.1:0").must(t, 1)
 	for _, want := range []string{"MONGO_URI", "TOKEN_AUTH"} {

@@ -66,7 +66,7 @@ func TestNewTaskBuildsAndPasses(t *testing.T) {
 		t.Errorf("tasks does not list the new task:\n%s", r.stdout)
 	}
 	r = run(t, root, nil, "test", "hello_world", "--params", `{"name":"e2e"}`).must(t, 0)
-	if !strings.Contains(r.stdout, "hello_world ran") {
-		t.Errorf("test output lacks the task's log line:\n%s", r.stdout)
+	if !strings.Contains(r.stderr, "hello_world ran") {
+		t.Errorf("test output lacks the task's log line:\n%s", r.stderr)
 	}
 }

@@ -263,28 +263,32 @@ func TestTestAndLogs(t *testing.T) {
 	root := project(t)
 	tasks := fakeTasks()
 
-	// Success; flags may come before or after the task name.
+	// Success; flags may come before or after the task name. The logs and
+	// the summary go to stderr: stdout is the task's output only.
 	r := run(t, tasks, nil, "test", "--root", root, "job", "--params", `{"n":1}`)
-	r.check(t, cli.OK, []string{"job ran", "greeting=\"hello from local\"", `params={"n":1}`, "key=********", "succeeded"}, nil)
-	m := regexp.MustCompile(`run ([0-9a-f]{16}) of job succeeded in \S+ \(runtime logs job --run ([0-9a-f]{16})\)`).FindStringSubmatch(r.stdout)
+	r.check(t, cli.OK, nil, []string{"job ran", "greeting=\"hello from local\"", `params={"n":1}`, "key=********", "succeeded"})
+	if r.stdout != "" {
+		t.Errorf("stdout of a task without output: %q", r.stdout)
+	}
+	m := regexp.MustCompile(`run ([0-9a-f]{16}) of job succeeded in \S+ \(runtime logs job --run ([0-9a-f]{16})\)`).FindStringSubmatch(r.stderr)
 	if m == nil || m[1] != m[2] {
-		t.Fatalf("no run summary:\n%s", r.stdout)
+		t.Fatalf("no run summary:\n%s", r.stderr)
 	}
 	okID := m[1]
 
 	// Failure: exit 1, the error on stderr, masked.
 	r = run(t, tasks, nil, "test", "job", "--root", root, "--params", `"fail"`)
-	r.check(t, cli.Failure, []string{"failed"}, []string{"runtime test: job failed: the key ******** was refused"})
-	failID := regexp.MustCompile(`run ([0-9a-f]{16}) of job failed`).FindStringSubmatch(r.stdout)
+	r.check(t, cli.Failure, nil, []string{"failed", "runtime test: job failed: the key ******** was refused"})
+	failID := regexp.MustCompile(`run ([0-9a-f]{16}) of job failed`).FindStringSubmatch(r.stderr)
 	if failID == nil {
-		t.Fatalf("no run summary:\n%s", r.stdout)
+		t.Fatalf("no run summary:\n%s", r.stderr)
 	}
 
 	// Panic: a failed run (exit 1) with the stack in its logs, not a crash.
 	paramsFile := filepath.Join(root, "params.json")
 	write(t, paramsFile, `"panic"`)
 	r = run(t, tasks, nil, "test", "job", "--root", root, "--params", "@"+paramsFile)
-	r.check(t, cli.Failure, []string{"run failed", "goroutine"}, []string{"job failed: panic: job exploded"})
+	r.check(t, cli.Failure, nil, []string{"run failed", "goroutine", "job failed: panic: job exploded"})
 
 	// logs: the latest run, then a given one.
 	r = run(t, tasks, nil, "logs", "job", "--root", root)
@@ -316,7 +320,7 @@ func TestTestDeploymentProblems(t *testing.T) {
 	r.check(t, cli.Failure, nil, []string{`deployment "staging" is missing 2 variable(s)`, "GREETING (needed by job)", "API_KEY (needed by job)", "deployments/staging.local.env"})
 	// The process environment fills them in.
 	r = run(t, fakeTasks(), []string{"GREETING=from env", "API_KEY=" + secretKey}, "test", "job", "--root", root, "--deployment", "staging")
-	r.check(t, cli.OK, []string{`greeting="from env"`, "key=********"}, nil)
+	r.check(t, cli.OK, nil, []string{`greeting="from env"`, "key=********"})
 	r = run(t, fakeTasks(), nil, "test", "job", "--root", root, "--deployment", "stagign")
 	r.check(t, cli.Usage, nil, []string{`--deployment: unknown deployment "stagign" (did you mean staging?); deployments: staging, testing`})
 	r = run(t, fakeTasks(), nil, "logs", "job", "--root", root)

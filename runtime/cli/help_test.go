@@ -76,7 +76,7 @@ func TestGlobalFlagAnywhere(t *testing.T) {
 		run(t, fakeTasks(), nil, args...).check(t, cli.OK, []string{"deployment testing (production: false"}, nil)
 	}
 	run(t, fakeTasks(), nil, "--root", root, "test", "--params", `"x"`, "job", "--deployment", "testing").
-		check(t, cli.OK, []string{"job ran", "params=x"}, nil)
+		check(t, cli.OK, nil, []string{"job ran", "params=x"})
 	run(t, fakeTasks(), nil, "--root").check(t, cli.Usage, nil, []string{"flag needs an argument: --root"})
 }
 

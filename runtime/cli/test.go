@@ -20,8 +20,12 @@ func (a *App) testCmd() *cobra.Command {
 		Long: `runtime test: run a task's on-demand entry point once.
 
 It runs in a deployment's environment (testing unless --deployment says
-otherwise), with --params as JSON or @file. Its logs print as they happen
-and are saved, with the outcome, as a run record (runtime logs <task>).`,
+otherwise), with --params as JSON or @file. Its logs print to standard
+error as they happen and are saved, with the outcome, as a run record
+(runtime logs <task>). Standard output gets the task's result only (what
+it writes to env.Output), ready to pipe:
+
+  runtime test generate_keys >> deployments/staging.local.env`,
 		Example: "  runtime test generate_keys\n  runtime test generate_keys --params '{\"alg\":\"EdDSA\"}'",
 		Args:    a.taskArg,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -70,12 +74,12 @@ func (a *App) test(ctx context.Context, task, depName, params string) (err error
 		return err
 	}
 	defer func() { _ = core.Close(context.Background()) }()
-	term := runtime.Console(a.Stdout)
-	rec, err := core.Executor().Run(ctx, runtime.RunRequest{Task: task, Params: raw, Trigger: runtime.TriggerCLI, Live: term})
+	term := runtime.Console(a.Stderr)
+	rec, err := core.Executor().Run(ctx, runtime.RunRequest{Task: task, Params: raw, Trigger: runtime.TriggerCLI, Live: term, Output: a.Stdout})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.Stdout, "run %s of %s %s in %s (runtime logs %s --run %s)\n", rec.ID, rec.Task, rec.Outcome, rec.Duration.Round(1000), rec.Task, rec.ID)
+	fmt.Fprintf(a.Stderr, "run %s of %s %s in %s (runtime logs %s --run %s)\n", rec.ID, rec.Task, rec.Outcome, rec.Duration.Round(1000), rec.Task, rec.ID)
 	if n := core.Executor().Pending(); n > 0 {
 		fmt.Fprintf(a.Stderr, "runtime test: the run store does not answer: trying for %s more to save the record, else it is dropped (the logs above are all there is)\n", runtime.FlushTimeout)
 	}

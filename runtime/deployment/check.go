@@ -86,13 +86,16 @@ func fieldOf(t reflect.Type, k string) (reflect.StructField, bool) {
 // template's placeholder: it contains YOUR- (or YOUR_), or it is a URL of
 // a reserved example domain (example, *.example, example.com, .net,
 // .org). Each entry is "NAME=value", or just the name for a masked value.
-// A production deployment refuses to start with any.
-func (d *Deployment) Placeholders() []string {
+// Only the named variables are looked at (those the tasks at hand
+// declare), and the url setting when withURL. A production deployment
+// refuses to start with any.
+func (d *Deployment) Placeholders(names []string, withURL bool) []string {
 	var out []string
-	if IsPlaceholder(d.URL) {
+	if withURL && IsPlaceholder(d.URL) {
 		out = append(out, "url="+d.URL)
 	}
-	for _, v := range d.Vars() {
+	for _, n := range names {
+		v := d.Var(n)
 		if !IsPlaceholder(v.Value) {
 			continue
 		}

@@ -69,7 +69,11 @@ func TestPlaceholders(t *testing.T) {
 		}
 	}
 	d := deployment.New("p", true, map[string]string{"A": "https://YOUR-X.example/", "B": "real", "KEY": "YOUR-KEY"}, "KEY")
-	if got := strings.Join(d.Placeholders(), " | "); got != "A=https://YOUR-X.example/ | KEY" {
+	d.URL = "https://api.example.com"
+	if got := strings.Join(d.Placeholders([]string{"A", "B", "KEY"}, true), " | "); got != "url=https://api.example.com | A=https://YOUR-X.example/ | KEY" {
 		t.Errorf("Placeholders = %s", got)
+	}
+	if got := d.Placeholders([]string{"B"}, false); len(got) != 0 {
+		t.Errorf("Placeholders of B alone = %v", got)
 	}
 }

@@ -3,15 +3,19 @@
 //
 //	runtime test generate_keys [--params '{"alg":"ES256"}']
 //
-// It writes two lines to the run's log, ready to paste into a deployment
-// (deployments/<name>.local.env, or the process environment):
+// It writes two lines to the run's output (env.Output: `runtime test`'s
+// standard output, its logs going to standard error), ready to append to a
+// deployment's local file:
+//
+//	runtime test generate_keys >> deployments/staging.local.env
 //
 //	POWERSYNC_PUBLIC_KEY=<base64 of the public JWK>
 //	POWERSYNC_PRIVATE_KEY=<base64 of the private JWK>
 //
 // in the format of PowerSync's own key generator (see keys.Generate), with
-// kid "powersync-<10 hex>" and "use":"sig". Keys printed to a log are for
-// development only: the run's log is kept on disk.
+// kid "powersync-<10 hex>" and "use":"sig". Printed keys are for
+// development only: a terminal's scrollback is shared, and a run without an
+// output (the dashboard) logs the lines into its record.
 //
 // Parameters (JSON, all optional):
 //
@@ -65,14 +69,30 @@ type Params struct {
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
 
-// ProductionHint says how to make keys that are never printed.
-const ProductionHint = `for production, generate the keys where they are used and never print the private one: ` +
-	`runtime test generate_keys --params '{"save":"production"}' writes both into the git-ignored deployments/production.local.env; ` +
-	`or with openssl: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out private.pem && openssl pkey -in private.pem -pubout -out public.pem, ` +
-	`then set POWERSYNC_PRIVATE_KEY to the contents of private.pem and POWERSYNC_PUBLIC_KEY to those of public.pem`
+// OpenSSL is, by alg, the openssl command that makes the same kind of
+// private key as a PEM file (keys.New reads PKCS#8 PEM).
+var OpenSSL = map[string]string{
+	"RS256": "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out private.pem",
+	"ES256": "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out private.pem",
+	"EdDSA": "openssl genpkey -algorithm ED25519 -out private.pem",
+}
+
+// productionHint says, in lines short enough for a terminal, how to make
+// keys of alg that are never printed.
+func productionHint(alg string) []string {
+	return []string{
+		"for production, make the keys where they are used and never print the private one:",
+		`  runtime test generate_keys --params '{"alg":"` + alg + `","save":"production"}'`,
+		"  writes both into the git-ignored deployments/production.local.env; or with openssl:",
+		"  " + OpenSSL[alg],
+		"  openssl pkey -in private.pem -pubout -out public.pem",
+		"  then set " + keys.PrivateVar + " to the contents of private.pem",
+		"  and " + keys.PublicVar + " to those of public.pem",
+	}
+}
 
 func parseParams(raw json.RawMessage) (Params, error) {
-	var p Params
+	p := Params{Alg: "RS256"}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return p, nil
@@ -126,12 +146,14 @@ func run(ctx context.Context, env *runtime.Env) error {
 	if err != nil {
 		return err
 	}
-	env.Log.Warn().Str("kid", kid).Str("alg", p.Alg).
-		Msg("DEVELOPMENT ONLY: the private key below is printed to this run's log, which is kept on disk and may be copied or shared. " + ProductionHint)
-	env.Log.Info().Msg(keys.PublicVar + "=" + pub)
-	env.Log.Info().Msg(keys.PrivateVar + "=" + priv)
-	env.Log.Info().Str("kid", kid).
-		Msg("paste both lines into deployments/<deployment>.local.env (git-ignored) or the process environment; POWERSYNC_PUBLIC_KEY may also go to the PowerSync dashboard")
+	env.Log.Warn().Msg("DEVELOPMENT ONLY: this prints a private key that anyone who sees it can use")
+	for _, l := range productionHint(p.Alg) {
+		env.Log.Info().Msg(l)
+	}
+	if _, err := fmt.Fprintf(env.Output, "%s=%s\n%s=%s\n", keys.PublicVar, pub, keys.PrivateVar, priv); err != nil {
+		return fmt.Errorf("writing the keys: %w", err)
+	}
+	env.Log.Info().Str("kid", kid).Str("alg", p.Alg).Msg("append both lines to deployments/<name>.local.env")
 	return ctx.Err()
 }
 
@@ -183,7 +205,9 @@ func save(env *runtime.Env, p Params) error {
 		ev = ev.Strs("still_served", oldKIDs)
 	}
 	ev.Msg("saved a new key pair in the deployment's git-ignored local file; the private key is not printed. Keep that file out of version control and copy it to the deployment's secrets")
-	env.Log.Info().Msg(keys.PublicVar + "=" + newPub)
+	if _, err := fmt.Fprintf(env.Output, "%s=%s\n", keys.PublicVar, newPub); err != nil {
+		return fmt.Errorf("writing the public key: %w", err)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,8 +80,15 @@ func TestPrintsKeys(t *testing.T) {
 		if len(lines[keys.PublicVar]) != 1 || len(lines[keys.PrivateVar]) != 1 {
 			t.Fatalf("%s: want one line of each, got %v", c.params, msgs)
 		}
-		if !strings.Contains(msgs[0], "DEVELOPMENT ONLY") || !strings.Contains(msgs[0], `"save":"production"`) || !strings.Contains(msgs[0], "openssl") {
-			t.Errorf("the first message does not warn and tell how to make production keys: %q", msgs[0])
+		all := strings.Join(msgs, "\n")
+		if !strings.Contains(msgs[0], "DEVELOPMENT ONLY") || !strings.Contains(all, `"save":"production"`) || !strings.Contains(all, OpenSSL[c.alg]) {
+			t.Errorf("the messages do not warn and tell how to make %s production keys: %q", c.alg, msgs)
+		}
+		// A console line adds 13 columns ("15:04:05 INF "): 87 fit 100.
+		for _, m := range msgs {
+			if len(m) > 87 && !strings.HasPrefix(m, "POWERSYNC_") {
+				t.Errorf("a %d-byte message: %q", len(m), m)
+			}
 		}
 		// The lines are exactly NAME=<standard base64>, and load.
 		for _, v := range []string{lines[keys.PublicVar][0], lines[keys.PrivateVar][0]} {
@@ -203,5 +211,34 @@ func TestRotateBrokenFile(t *testing.T) {
 	rec := runTask(t, h, `{"save":"testing","rotate":true}`)
 	if rec.Outcome != runtime.Failed || !strings.Contains(rec.Error, "cannot be rotated") || strings.Contains(rec.Error+rec.Logs, "secret-garbage-value") {
 		t.Errorf("outcome %s error %q", rec.Outcome, rec.Error)
+	}
+}
+
+// The openssl advice makes a key of the run's algorithm that the keys
+// package loads.
+func TestOpenSSLAdvice(t *testing.T) {
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("no openssl")
+	}
+	for alg, cmd := range OpenSSL {
+		dir := t.TempDir()
+		for _, line := range []string{cmd, "openssl pkey -in private.pem -pubout -out public.pem"} {
+			args := strings.Fields(line)
+			c := exec.Command(bin, args[1:]...)
+			c.Dir = dir
+			if out, err := c.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", line, err, out)
+			}
+		}
+		priv, _ := os.ReadFile(filepath.Join(dir, "private.pem"))
+		pub, _ := os.ReadFile(filepath.Join(dir, "public.pem"))
+		set, err := keys.New(string(priv), string(pub))
+		if err != nil {
+			t.Fatalf("%s: %v", alg, err)
+		}
+		if set.SigningAlg() != alg {
+			t.Errorf("%s makes a %s key", cmd, set.SigningAlg())
+		}
 	}
 }
