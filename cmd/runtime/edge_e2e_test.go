@@ -429,3 +429,31 @@ func TestEdgeTooLargeIsRead(t *testing.T) {
 		t.Errorf("Go client: %d", resp.StatusCode)
 	}
 }
+
+// TestDeployBindsFirst: a port in use or an invalid address fails at once,
+// naming --listen, before any Init starts a development store.
+func TestDeployBindsFirst(t *testing.T) {
+	root := project(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	start := time.Now()
+	r := run(t, root, nil, "deploy", "testing", "--listen", busy.Addr().String()).must(t, 1)
+	if !strings.Contains(r.stderr, "(--listen)") || !strings.Contains(r.stderr, "another instance") {
+		t.Errorf("port in use: %s", r.stderr)
+	}
+	r = run(t, root, nil, "deploy", "testing", "--listen", "127.0.0.1:99999").must(t, 1)
+	if !strings.Contains(r.stderr, `cannot listen on "127.0.0.1:99999" (--listen)`) {
+		t.Errorf("invalid address: %s", r.stderr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the refusals took %s", took)
+	}
+	for _, p := range []string{filepath.Join(root, ".runtime", "devstore"), filepath.Join(root, "deployments", "testing.local.env")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s exists: Init ran before the address was bound", p)
+		}
+	}
+}

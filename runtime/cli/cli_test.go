@@ -507,5 +507,5 @@ func TestDeployRefusals(t *testing.T) {
 	r = run(t, bad, nil, "deploy", "testing", "--root", root, "--listen", "127.0.0.1:0")
 	r.check(t, cli.Failure, nil, []string{"the tasks are not valid", "reserved"})
 	r = run(t, fakeTasks(), nil, "deploy", "testing", "--root", root, "--listen", "256.0.0.1:1")
-	r.check(t, cli.Failure, nil, []string{"listening on 256.0.0.1:1"})
+	r.check(t, cli.Failure, nil, []string{`cannot listen on "256.0.0.1:1" (--listen)`})
 }

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -62,8 +64,16 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	if listen != "" {
 		addr = listen
 	}
+	// Bind first: a port in use fails at once, before any Init opens a
+	// store or a client.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return listenError(addr, listen != "", dep.Name, err)
+	}
+	defer ln.Close() // when not served; Serve closes it too
+	url := "http://" + ln.Addr().String()
 	if a.ServeLock != nil {
-		release, err := a.ServeLock(dep, p.stateDir(), "http://"+addr)
+		release, err := a.ServeLock(dep, p.stateDir(), url)
 		if err != nil {
 			return err
 		}
@@ -78,11 +88,6 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 			log.Error().Err(err).Msg("closing shared resources")
 		}
 	}()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	url := "http://" + ln.Addr().String()
 	for _, t := range p.reg.Tasks() {
 		if t.HTTP != nil {
 			log.Info().Str("task", t.Name).Strs("methods", t.Methods()).Str("url", url+"/"+t.Name).Msg("mounted")
@@ -108,4 +113,16 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// listenError says what to change when the address cannot be bound.
+func listenError(addr string, flag bool, dep string, err error) error {
+	from := fmt.Sprintf("listen: in deployments/%s.yaml", dep)
+	if flag {
+		from = "--listen"
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("cannot listen on %s (%s): the address is in use; another instance of this deployment may be running there: stop it, or serve on another address with --listen HOST:PORT", addr, from)
+	}
+	return fmt.Errorf("cannot listen on %q (%s): %v; give a HOST:PORT such as 127.0.0.1:8080 with --listen", addr, from, err)
 }
