@@ -66,7 +66,7 @@ type config struct {
 }
 
 // sections, in the order they run.
-var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode"}
+var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large"}
 
 func (c *config) want(section string) bool { return len(c.only) == 0 || c.only[section] }
 

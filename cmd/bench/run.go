@@ -116,6 +116,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{"jwks", b.measureMain}, // jwks, RS256 token, uploads and decoding share one instance
 		{"token", b.measureFastTokens},
 		{"decode", b.measureDecodeBench},
+		{"large", b.measureLargeBatches},
 	}
 	for _, s := range steps {
 		if s.section == "jwks" {
@@ -169,7 +170,7 @@ func rowOrder(path string) int {
 }
 
 func metricOrder(name string) int {
-	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "runtime CPU"} {
+	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "runtime CPU", "upload of"} {
 		if strings.HasPrefix(name, p) {
 			return i
 		}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -67,7 +66,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Addr = "127.0.0.1:0"
 	}
 	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		// Disabled at every level: FerretDB then does not even format
+		// its records (at warning level, every failed command's whole
+		// wire message).
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, dir: dir, addr: cfg.Addr}
 	if err := s.Start(ctx); err != nil {
