@@ -497,7 +497,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	out := filepath.Join(dir, "bench.md")
-	cmd := exec.Command(bin, "-duration", "200ms", "-startups", "1", "-upload-sizes", "1,10",
+	cmd := exec.Command(bin, "-duration", "200ms", "-startups", "1", "-upload-sizes", "1,10", "-large-ops", "100",
 		"-concurrency", "4", "-upload-concurrency", "2", "-out", out)
 	cmd.Env = append(os.Environ(), "TEST_MONGO_URI=") // the embedded store, whatever the environment
 	var stdout, stderr bytes.Buffer
@@ -514,6 +514,7 @@ func TestSmoke(t *testing.T) {
 		"POST /upload x1 ", "POST /upload x10 ", "decode+validate, 1000-op batch, in process",
 		"decode+validate, 1000-op batch, in the runtime", "startup to first served request",
 		"resident memory idle", "5 MB batch", "runtime CPU per operation",
+		"upload of 100 PUTs in one batch", "upload of 20 operations the database refuses",
 	} {
 		if !strings.Contains(stdout.String(), want) || !strings.Contains(string(md), want) {
 			t.Errorf("output or %s lacks %q\nstdout:\n%s", out, want, stdout.String())

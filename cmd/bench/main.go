@@ -63,6 +63,7 @@ type config struct {
 	keep        bool
 	uploadSizes []int
 	profileDir  string
+	largeOps    int
 }
 
 // sections, in the order they run.
@@ -118,6 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.runtimeBin, "runtime", "", "a built runtime binary (default: go build ./cmd/runtime)")
 	only := fs.String("only", "", "comma-separated sections to run: "+strings.Join(sections, ","))
 	fs.IntVar(&c.startups, "startups", 5, "runtime starts timed for the startup measurement")
+	fs.IntVar(&c.largeOps, "large-ops", 10_000, "operations of the largest batch (section large; the default is UPLOAD_MAX_OPS's)")
 	fs.IntVar(&c.maxRequests, "max-requests", 2_000_000, "upper bound on the requests of one measurement")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary project folder")
 	fs.StringVar(&c.profileDir, "profile", "", "folder for CPU profiles: the runtimes then run inside this binary (`bench runtime`, same tasks), each profiled, and so does the store")
@@ -136,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.duration <= 0 || c.conc < 1 || c.uploadConc < 1 || c.startups < 1 || c.maxRequests < 1 {
 		return c, errors.New("-duration, -concurrency, -upload-concurrency, -startups and -max-requests must be positive")
+	}
+	if c.largeOps < 10 || c.largeOps > 10_000 {
+		return c, errors.New("-large-ops must be from 10 to 10000")
 	}
 	if c.warmup < 0 {
 		c.warmup = min(c.duration/6, time.Second)
