@@ -153,6 +153,15 @@ func OpenRunStore(ctx context.Context, dep *deployment.Deployment, opts Options)
 	return store, res.close, nil
 }
 
+// NewSetup returns a Setup over shared resources of its own, for a command
+// that opens a deployment's stores without setting up its tasks (`runtime
+// schedules`): name tags its log; close releases what was opened through
+// it.
+func NewSetup(dep *deployment.Deployment, opts Options, name string) (s *Setup, close func(context.Context) error) {
+	res := newResources(newMetrics(dep.Name))
+	return &Setup{Deployment: dep, Log: opts.Log.With().Str("component", name).Logger(), StateDir: opts.StateDir, res: res}, res.close
+}
+
 func safeInit(ctx context.Context, t Task, s *Setup) (err error) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -10,6 +10,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/internal/store"
+	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/schedule"
 )
 
@@ -37,6 +39,17 @@ const (
 type Schedules struct {
 	schedules *mongo.Collection
 	fires     *mongo.Collection
+}
+
+// OpenSchedules opens the schedule store of the deployment's database
+// (the embedded development store when MONGO_URI is unset): schedules run
+// there in development as in production.
+func OpenSchedules(ctx context.Context, s *runtime.Setup) (schedule.Store, error) {
+	db, err := store.Database(s)
+	if err != nil {
+		return nil, err
+	}
+	return NewSchedules(db), nil
 }
 
 // NewSchedules returns the schedule store of db.

@@ -20,6 +20,7 @@ import (
 	"github.com/taskrun/taskrun/internal/suggest"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
+	"github.com/taskrun/taskrun/runtime/schedule"
 )
 
 // Exit codes.
@@ -45,6 +46,9 @@ type App struct {
 	BuildInfo func() (*debug.BuildInfo, bool)
 	// OpenRuns opens a deployment's run store (nil: files under .runtime/).
 	OpenRuns runtime.RunStoreOpener
+	// OpenSchedules opens a deployment's schedule store (nil: a deployment
+	// with schedules cannot start).
+	OpenSchedules schedule.Opener
 	// Vars are the deployment variables the runtime itself reads (such as
 	// the database that OpenRuns uses), read and masked like the tasks'.
 	Vars []runtime.Var
@@ -68,6 +72,7 @@ func (a *App) commands() []*cobra.Command {
 		a.deployCmd(),
 		a.testCmd(),
 		a.logsCmd(),
+		a.schedulesCmd(),
 		a.envCmd(),
 		a.tasksCmd(),
 		a.newCmd(),

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/taskrun/taskrun/runtime"
+	"github.com/taskrun/taskrun/runtime/schedule"
 )
 
 func (a *App) deployCmd() *cobra.Command {
@@ -45,6 +46,10 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 		return err
 	}
 	defer func() { err = redactErr(err, dep.Secrets()) }()
+	scheds, err := schedule.Resolve(p.reg, dep)
+	if err != nil {
+		return err
+	}
 	// Not on a terminal, log lines are batched: one write per 100 ms or
 	// 64 KiB instead of one per request. What start-up logged is written
 	// as soon as it is serving, for whoever waits for that line.
@@ -105,11 +110,23 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	default:
 		log.Info().Msg("no dashboard: a production deployment serves one only with DASHBOARD_TOKEN set")
 	}
+	sched, err := a.startSchedules(ctx, h, scheds, log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	// On SIGTERM the schedules stop claiming and their runs finish within
+	// the grace period, alongside the HTTP requests.
+	stopSchedules := stopSchedulesOn(ctx, sched, dep.Grace)
 	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
 	flush()
-	if err := h.Serve(ctx, ln); err != nil {
-		return err
+	serveErr := h.Serve(ctx, ln)
+	if err := stopSchedules(); err != nil {
+		log.Error().Err(err).Msg("stopping the schedules")
+	}
+	if serveErr != nil {
+		return serveErr
 	}
 	log.Info().Msg("stopped")
 	return nil

@@ -36,9 +36,10 @@ type Schedule struct {
 	Catchup string
 	Overlap string
 	Enabled bool
-	// Source says where it was declared: the task, or the deployment
-	// file's entry (file:line).
+	// Source says where it was declared: the task's folder (tasks/<name>)
+	// or the deployment file's entry (file:line).
 	Source string
+	where  string // Source, naming the entry, for errors
 }
 
 // TZ is the schedule's time zone name.
@@ -92,7 +93,7 @@ func Resolve(reg *runtime.Registry, dep *deployment.Deployment) ([]Schedule, err
 		}
 		ts := t.Schedule
 		where := fmt.Sprintf("task %s (tasks/%s)", t.Name, t.Name)
-		d := &decl{s: Schedule{Name: t.Name, Task: t.Name, Catchup: ts.Catchup, Overlap: ts.Overlap, Enabled: true, Source: where},
+		d := &decl{s: Schedule{Name: t.Name, Task: t.Name, Catchup: ts.Catchup, Overlap: ts.Overlap, Enabled: true, Source: "tasks/" + t.Name, where: where},
 			cron: ts.Cron, tz: ts.TZ, params: ts.Params}
 		if t.Run == nil {
 			bad(where, "has a Schedule but no Run function to run")
@@ -156,7 +157,7 @@ func Resolve(reg *runtime.Registry, dep *deployment.Deployment) ([]Schedule, err
 				bad(where, "no cron: (five fields such as \"0 8 * * 1\", or @hourly, @daily, @every 30s)")
 			}
 		}
-		d.s.Source = where
+		d.s.Source, d.s.where = sec.Pos(n), where
 		entryOrder[name] = order
 		if e.set["cron"] {
 			d.cron = e.Cron
@@ -188,7 +189,7 @@ func Resolve(reg *runtime.Registry, dep *deployment.Deployment) ([]Schedule, err
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		d := byName[name]
 		s := d.s
-		where := s.Source
+		where := s.where
 		order = entryOrder[name]
 		if !fromTask[name] && s.Task != "" {
 			t, err := reg.Lookup(s.Task)

@@ -64,10 +64,10 @@ schedules:
 		lines = append(lines, strings.Join([]string{s.Name, s.Task, s.Spec.String(), s.TZ(), string(s.Params), s.Catchup, s.Overlap, map[bool]string{true: "on", false: "off"}[s.Enabled], s.Source}, " | "))
 	}
 	want := []string{
-		`cleanup | cleanup | 0 8 * * 1 | America/New_York | {"days":30} | latest | skip | on | deployments/production.yaml:4 (schedules[0], cleanup)`,
-		`daily-report | report | @daily | UTC |  | skip | allow | on | deployments/production.yaml:13 (schedules[3], daily-report)`,
-		`ping | ping | @every 1m | UTC |  | skip | allow | off | deployments/production.yaml:7 (schedules[1], ping)`,
-		`weekly-report | report | 0 8 * * 1 | UTC | {"Days":7,"userId":"U1"} | skip | skip | on | deployments/production.yaml:9 (schedules[2], weekly-report)`,
+		`cleanup | cleanup | 0 8 * * 1 | America/New_York | {"days":30} | latest | skip | on | deployments/production.yaml:4`,
+		`daily-report | report | @daily | UTC |  | skip | allow | on | deployments/production.yaml:13`,
+		`ping | ping | @every 1m | UTC |  | skip | allow | off | deployments/production.yaml:7`,
+		`weekly-report | report | 0 8 * * 1 | UTC | {"Days":7,"userId":"U1"} | skip | skip | on | deployments/production.yaml:9`,
 	}
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("schedules:\n got %s\nwant %s", strings.Join(lines, "\n     "), strings.Join(want, "\n     "))
@@ -75,7 +75,7 @@ schedules:
 
 	// Without a schedules: section, the tasks' own.
 	got, err = schedule.Resolve(registry(t), dep(t, "listen: 127.0.0.1:6060\n"))
-	if err != nil || len(got) != 2 || got[0].Name != "cleanup" || got[0].Source != "task cleanup (tasks/cleanup)" || got[1].Name != "ping" {
+	if err != nil || len(got) != 2 || got[0].Name != "cleanup" || got[0].Source != "tasks/cleanup" || got[1].Name != "ping" {
 		t.Errorf("tasks' schedules = %+v, %v", got, err)
 	}
 }

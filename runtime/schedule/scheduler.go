@@ -11,6 +11,8 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/taskrun/taskrun/runtime"
 )
 
 // Runner runs the fires this instance claims. The runtime's executor is
@@ -367,6 +369,11 @@ func (s *Scheduler) run(sc *Schedule, f Fire) {
 	}
 	s.m.runs.WithLabelValues(sc.Name, outcome).Inc()
 	f.Outcome, f.Finished = outcome, s.o.Clock.Now()
+	ev := log.Debug()
+	if outcome != runtime.Succeeded {
+		ev = log.Warn()
+	}
+	ev.Str("outcome", outcome).Float64("duration_s", f.Finished.Sub(f.Claimed).Seconds()).Msg("schedules: run finished")
 	s.retry("recording a run's end", sc, s.o.Clock.Now().Add(30*time.Second), func(ctx context.Context) error {
 		return s.o.Store.Finish(ctx, f)
 	})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/taskrun/taskrun/runtime"
 )
 
 // Store keeps each schedule's shared state for every instance of a
@@ -135,3 +137,8 @@ type ClaimResult struct {
 func RunID(name string, fire time.Time) string {
 	return name + "." + fire.UTC().Format("20060102T150405Z")
 }
+
+// Opener opens a deployment's Store through a runtime.Setup, so that it
+// shares the process's database client. cmd/runtime passes the MongoDB
+// one (internal/mongostore.OpenSchedules).
+type Opener func(ctx context.Context, s *runtime.Setup) (Store, error)
