@@ -23,8 +23,7 @@ const (
 
 // Schedules is the schedule.Store of a deployment's database:
 //
-//	_runtime_schedules:      {_id: name, known_since, last_fire,
-//	                          last_run: {run_id, fire, outcome, finished, by}}
+//	_runtime_schedules:      {_id: name, known_since, last_fire}
 //	_runtime_schedule_fires: {_id: run id, schedule, fire, by, claimed, until,
 //	                          state, holder, outcome, finished}
 //
@@ -33,9 +32,15 @@ const (
 // succeeds however many instances try. Before it, a conditional
 // findOneAndUpdate advances last_fire ({_id, last_fire: {$lt: t}}), which
 // on MongoDB turns the other instances away at once and keeps older fire
-// times from being claimed; FerretDB 1.x applies it as a read then a
-// write, so there the insert alone decides. "None" times are stored as the
-// Unix epoch, so that $lt and $lte compare them.
+// times from being claimed. FerretDB 1.x applies an update as a read, then
+// a write of the whole document: two instances can both see the condition
+// hold, and a field another update changed meanwhile can be written back
+// as it was. So there the insert alone decides, and nothing but last_fire
+// (whose exact value only counts missed fire times) lives in the
+// schedule's document: a fire's outcome is in its own document, written
+// by the instance that ran it, and the last run is the latest finished
+// fire. "None" times are stored as the Unix epoch, so that $lt compares
+// them.
 type Schedules struct {
 	schedules *mongo.Collection
 	fires     *mongo.Collection
@@ -59,19 +64,10 @@ func NewSchedules(db *mongo.Database) *Schedules {
 
 var epoch = time.Unix(0, 0).UTC()
 
-type lastRunDoc struct {
-	RunID    string    `bson:"run_id"`
-	Fire     time.Time `bson:"fire"`
-	Outcome  string    `bson:"outcome"`
-	Finished time.Time `bson:"finished"`
-	By       string    `bson:"by"`
-}
-
 type scheduleDoc struct {
-	Name       string     `bson:"_id"`
-	KnownSince time.Time  `bson:"known_since"`
-	LastFire   time.Time  `bson:"last_fire"`
-	LastRun    lastRunDoc `bson:"last_run"`
+	Name       string    `bson:"_id"`
+	KnownSince time.Time `bson:"known_since"`
+	LastFire   time.Time `bson:"last_fire"`
 }
 
 type fireDoc struct {
@@ -102,9 +98,7 @@ func orEpoch(t time.Time) time.Time {
 }
 
 func (d *scheduleDoc) state() schedule.State {
-	return schedule.State{Name: d.Name, KnownSince: none(d.KnownSince), LastFire: none(d.LastFire),
-		LastRun: schedule.Fire{Schedule: d.Name, RunID: d.LastRun.RunID, Time: none(d.LastRun.Fire), By: d.LastRun.By,
-			State: schedule.FireDone, Outcome: d.LastRun.Outcome, Finished: none(d.LastRun.Finished)}}
+	return schedule.State{Name: d.Name, KnownSince: none(d.KnownSince), LastFire: none(d.LastFire)}
 }
 
 func (d *fireDoc) fire() schedule.Fire {
@@ -131,7 +125,6 @@ func (s *Schedules) Register(ctx context.Context, name string, now time.Time) (s
 			bson.D{{Key: "$setOnInsert", Value: bson.D{
 				{Key: "known_since", Value: now.UTC()},
 				{Key: "last_fire", Value: epoch},
-				{Key: "last_run", Value: lastRunDoc{Fire: epoch, Finished: epoch}},
 			}}},
 			options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&d)
 		if !mongo.IsDuplicateKeyError(err) {
@@ -242,21 +235,29 @@ func (s *Schedules) Renew(ctx context.Context, f schedule.Fire) error {
 	return nil
 }
 
-// Finish records the outcome on the fire's document, then on the
-// schedule's last run unless a later fire time is there already.
+// Finish records the outcome on the fire's document.
 func (s *Schedules) Finish(ctx context.Context, f schedule.Fire) error {
-	finished := orEpoch(f.Finished)
 	if _, err := s.fires.UpdateOne(ctx, bson.D{{Key: "_id", Value: f.RunID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: schedule.FireDone}, {Key: "outcome", Value: f.Outcome}, {Key: "finished", Value: finished}}}}); err != nil {
-		return fmt.Errorf("finishing run %s: %w", f.RunID, err)
-	}
-	last := lastRunDoc{RunID: f.RunID, Fire: f.Time.UTC(), Outcome: f.Outcome, Finished: finished, By: f.By}
-	if _, err := s.schedules.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: f.Schedule}, {Key: "last_run.fire", Value: bson.D{{Key: "$lte", Value: last.Fire}}}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "last_run", Value: last}}}}); err != nil {
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: schedule.FireDone}, {Key: "outcome", Value: f.Outcome}, {Key: "finished", Value: orEpoch(f.Finished)}}}}); err != nil {
 		return fmt.Errorf("finishing run %s: %w", f.RunID, err)
 	}
 	return nil
+}
+
+var finished = bson.D{{Key: "$in", Value: bson.A{schedule.FireDone, schedule.FireAbandoned}}}
+
+// lastRun is the schedule's latest finished fire (zero RunID: none).
+func (s *Schedules) lastRun(ctx context.Context, name string) (schedule.Fire, error) {
+	var d fireDoc
+	err := s.fires.FindOne(ctx, bson.D{{Key: "schedule", Value: name}, {Key: "state", Value: finished}},
+		options.FindOne().SetSort(bson.D{{Key: "fire", Value: -1}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return schedule.Fire{}, nil
+	}
+	if err != nil {
+		return schedule.Fire{}, fmt.Errorf("reading the last run of schedule %s: %w", name, err)
+	}
+	return d.fire(), nil
 }
 
 // Reap marks a running fire whose lease ended as abandoned.
@@ -271,8 +272,15 @@ func (s *Schedules) Reap(ctx context.Context, f schedule.Fire, now time.Time) (b
 }
 
 // Prune removes a schedule's finished, skipped and abandoned fires before
-// before.
+// before, but its last run.
 func (s *Schedules) Prune(ctx context.Context, name string, before time.Time) (int, error) {
+	last, err := s.lastRun(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if last.RunID != "" && last.Time.Before(before) {
+		before = last.Time
+	}
 	res, err := s.fires.DeleteMany(ctx, bson.D{{Key: "schedule", Value: name},
 		{Key: "state", Value: bson.D{{Key: "$ne", Value: schedule.FireRunning}}},
 		{Key: "fire", Value: bson.D{{Key: "$lt", Value: before.UTC()}}}})
@@ -304,6 +312,9 @@ func (s *Schedules) States(ctx context.Context) ([]schedule.State, error) {
 	for i := range docs {
 		out[i] = docs[i].state()
 		out[i].Running = byName[docs[i].Name]
+		if out[i].LastRun, err = s.lastRun(ctx, docs[i].Name); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -225,7 +225,8 @@ func TestSchedulesHoldSkipAndReap(t *testing.T) {
 		t.Errorf("fires since 10:02:\n got %q\nwant %q", got, want)
 	}
 
-	// A later fire time finished first stays the last run.
+	// The last run is the latest fire time finished, whatever finished
+	// last.
 	f6.Outcome, f6.Finished = "failed", m(7)
 	if err := s.Finish(ctx, f6); err != nil {
 		t.Fatal(err)
@@ -239,15 +240,19 @@ func TestSchedulesHoldSkipAndReap(t *testing.T) {
 		t.Errorf("state after finishing = %+v", st)
 	}
 
-	// Pruning keeps what is running and what is recent.
+	// Pruning keeps what is running and the last run.
 	f9 := fire("slow", m(9), m(9), "c", lease)
 	claim(t, s, f9, true)
 	n, err := s.Prune(ctx, "slow", m(9).Add(time.Minute))
-	if err != nil || n != 5 {
-		t.Errorf("Prune = %d, %v; want 5 (every fire but the running one)", n, err)
+	if err != nil || n != 4 {
+		t.Errorf("Prune = %d, %v; want 4 (every fire but the last run and the running one)", n, err)
 	}
-	if fires, _ := s.Fires(ctx, "slow", t0, 100); len(fires) != 1 || fires[0].RunID != f9.RunID {
+	if fires, _ := s.Fires(ctx, "slow", t0, 100); len(fires) != 2 || fires[0].RunID != f6.RunID || fires[1].RunID != f9.RunID {
 		t.Errorf("fires after pruning = %+v", fires)
+	}
+	states, _ = s.States(ctx)
+	if st := states[0]; st.LastRun.RunID != f6.RunID || st.LastRun.Outcome != "failed" {
+		t.Errorf("last run after pruning = %+v", st.LastRun)
 	}
 }
 

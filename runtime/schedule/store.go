@@ -31,15 +31,15 @@ type Store interface {
 	// Renew extends a running fire's lease to f.Until; ErrLost when it is
 	// no longer running (another instance reaped it).
 	Renew(ctx context.Context, f Fire) error
-	// Finish records how a claimed fire's run ended, and keeps it as the
-	// schedule's last run unless a later fire time finished first.
+	// Finish records how a claimed fire's run ended (f.Outcome,
+	// f.Finished).
 	Finish(ctx context.Context, f Fire) error
 	// Reap marks a running fire whose lease ended before now as abandoned
 	// (its instance stopped during the run) and reports whether this call
 	// did.
 	Reap(ctx context.Context, f Fire, now time.Time) (bool, error)
 	// Prune removes the finished and skipped fires of a schedule whose fire
-	// time is before before, and says how many.
+	// time is before before, but its last run, and says how many.
 	Prune(ctx context.Context, name string, before time.Time) (int, error)
 	// States returns every schedule's record with its running fires,
 	// sorted by name.
@@ -64,7 +64,8 @@ type State struct {
 	// LastFire is the latest fire time claimed, run or skipped (zero:
 	// none). No fire time at or before it can be claimed.
 	LastFire time.Time
-	// LastRun is the latest finished fire (zero RunID: none yet).
+	// LastRun is the latest finished (or abandoned) fire; zero RunID:
+	// none yet.
 	LastRun Fire
 	// Running are the fires claimed and not finished, oldest first.
 	Running []Fire
