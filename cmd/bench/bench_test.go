@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/taskrun/taskrun/internal/devkeys"
 	"math"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/taskrun/taskrun/internal/keys"
 )
 
 func ms(v ...int) []time.Duration {
@@ -357,73 +358,66 @@ func TestUploadJSON(t *testing.T) {
 	}
 }
 
+// TestTokens: what checkToken accepts of a runtime's token, and refuses;
+// and the signature limit of each algorithm signs.
 func TestTokens(t *testing.T) {
 	for _, alg := range algs {
 		t.Run(alg, func(t *testing.T) {
-			key, privB64, pubB64, kid, err := devkeys.Generate(alg)
+			priv, pub, _, err := keys.Generate(alg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, b := range []string{privB64, pubB64} {
-				if strings.ContainsAny(b, "-_") {
-					t.Error("the key is not standard base64")
-				}
+			set, err := keys.New(priv, pub)
+			if err != nil {
+				t.Fatal(err)
 			}
-			pub, _ := decodeStd(pubB64)
-			for _, private := range []string{`"d"`, `"p"`, `"q"`} {
-				if strings.Contains(string(pub), private) {
-					t.Errorf("public JWK holds %s: %s", private, pub)
-				}
-			}
-			priv, _ := decodeStd(privB64)
-			if !strings.Contains(string(priv), `"d"`) || !strings.Contains(string(priv), kid) {
-				t.Errorf("private JWK lacks d or kid: %s", priv)
-			}
-			jwks := []byte(`{"keys":[` + string(pub) + `]}`)
-			s, err := signerFor(alg, kid, key)
+			otherPriv, _, _, _ := keys.Generate(alg)
+			other, err := keys.New(otherPriv, "")
 			if err != nil {
 				t.Fatal(err)
 			}
 			now := time.Now()
-			tok, err := s.token(tokenClaims{Sub: "u1", Aud: audience, Iat: now.Unix(), Exp: now.Unix() + 300})
-			if err != nil {
-				t.Fatal(err)
+			sign := func(s *keys.Set, aud string) string {
+				tok, err := s.Sign(keys.Claims{Subject: "u1", Audience: []string{aud}, IssuedAt: now.Unix(), ExpiresAt: now.Unix() + 300})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tok
 			}
-			if sub, err := verifyToken(tok, jwks, audience, now); err != nil || sub != "u1" {
-				t.Errorf("verifyToken = %q, %v", sub, err)
+			if err := verifyIssued(sign(set, audience), set.JWKS(), "u1", now); err != nil {
+				t.Errorf("a good token: %v", err)
 			}
-			bad := map[string]func() (string, []byte, string){
-				"wrong audience": func() (string, []byte, string) { return tok, jwks, "http://elsewhere" },
-				"tampered":       func() (string, []byte, string) { return tamper(tok), jwks, audience },
-				"unknown kid": func() (string, []byte, string) {
-					return tok, bytes.ReplaceAll(jwks, []byte(kid), []byte("powersync-ffffffffff")), audience
-				},
-				"private JWKS": func() (string, []byte, string) { return tok, []byte(`{"keys":[` + string(priv) + `]}`), audience },
-			}
-			for name, f := range bad {
-				tk, js, aud := f()
-				if _, err := verifyToken(tk, js, aud, now); err == nil {
+			for name, tok := range map[string]string{
+				"wrong audience":  sign(set, "http://elsewhere"),
+				"tampered":        tamper(sign(set, audience)),
+				"another key":     sign(other, audience),
+				"another subject": sign(set, audience),
+			} {
+				user := "u1"
+				if name == "another subject" {
+					user = "u2"
+				}
+				if err := verifyIssued(tok, set.JWKS(), user, now); err == nil {
 					t.Errorf("%s: verified", name)
 				}
 			}
-			// A fresh key of the same kind for the limit works too.
-			if ls, err := newStdSigner(alg); err != nil {
-				t.Error(err)
-			} else if _, err := ls.token(tokenClaims{Sub: "u", Aud: audience, Iat: 1, Exp: 2}); err != nil {
+			l, err := signLoad(alg, 0, time.Millisecond, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Do(context.Background(), 0, 0); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 }
 
-func decodeStd(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
-
 // tamper changes the token's subject, keeping the signature.
 func tamper(tok string) string {
 	parts := strings.Split(tok, ".")
 	claims, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	claims = bytes.Replace(claims, []byte(`"u1"`), []byte(`"u2"`), 1)
-	parts[1] = b64(claims)
+	parts[1] = base64.RawURLEncoding.EncodeToString(claims)
 	return strings.Join(parts, ".")
 }
 
@@ -476,6 +470,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"-only", "nope"}, {"-upload-sizes", "15"}, {"-duration", "0s"}, {"extra"}, {"-concurrency", "0"},
+		{"-baseline", "main", "-profile", "p"},
 	} {
 		if _, err := parseFlags(bad, &stderr); err == nil {
 			t.Errorf("%v: no error", bad)

@@ -4,7 +4,7 @@
 //
 //	go run ./cmd/bench [-duration 2s] [-concurrency 16] [-upload-concurrency N]
 //	                   [-mongo URI] [-out bench.md] [-only jwks,token,...]
-//	                   [-upload-sizes 1,100,1000] [-profile DIR]
+//	                   [-upload-sizes 1,100,1000] [-profile DIR] [-baseline REV]
 //
 // Every server runs in its own process: the runtime (built from
 // ./cmd/runtime, one instance per signing algorithm, keys generated for the
@@ -12,7 +12,7 @@
 // development store (FerretDB on SQLite, as `runtime deploy` starts it; or
 // the MongoDB named by -mongo / TEST_MONGO_URI). This process generates the
 // load over loopback with keep-alive HTTP clients, and runs the limits that
-// need no server: signing with the standard library, the driver's bulk
+// need no server: the signature alone (crypto.Signer), the driver's bulk
 // writes, and the upload task's decoder benchmark (`go test -bench`).
 //
 // What it measures, in order: startup to the first served request; resident
@@ -23,6 +23,11 @@
 // decoding and validating. The runtime and its limit alternate in rounds, so
 // that other load on the machine affects both alike; the notes give the
 // servers' CPU time per request, which such load disturbs less.
+//
+// With -baseline REV, GET /token is also measured on a runtime built from
+// that git revision (git archive, then go build), alternately with this
+// one: the rows "GET /token <alg> vs <rev>" give the change's effect in the
+// same run.
 //
 // With -profile DIR, the runtimes run inside this binary (`bench runtime`,
 // the same tasks) with a CPU and an allocation profile each, and the store
@@ -64,6 +69,7 @@ type config struct {
 	uploadSizes []int
 	profileDir  string
 	largeOps    int
+	baseline    string // git revision whose runtime GET /token is compared with
 }
 
 // sections, in the order they run.
@@ -122,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.largeOps, "large-ops", 10_000, "operations of the largest batch (section large; the default is UPLOAD_MAX_OPS's)")
 	fs.IntVar(&c.maxRequests, "max-requests", 2_000_000, "upper bound on the requests of one measurement")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary project folder")
+	fs.StringVar(&c.baseline, "baseline", "", "a git revision: also measure GET /token on the runtime built from it, alternately with this one (before/after a change)")
 	fs.StringVar(&c.profileDir, "profile", "", "folder for CPU profiles: the runtimes then run inside this binary (`bench runtime`, same tasks), each profiled, and so does the store")
 	sizes := fs.String("upload-sizes", "1,100,1000", "operations per upload batch, comma-separated (1 or multiples of 10)")
 	if err := fs.Parse(args); err != nil {
@@ -141,6 +148,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.largeOps < 10 || c.largeOps > 10_000 {
 		return c, errors.New("-large-ops must be from 10 to 10000")
+	}
+	if c.baseline != "" && c.profileDir != "" {
+		return c, errors.New("-baseline and -profile cannot be combined: profiled runtimes run inside this binary")
 	}
 	if c.warmup < 0 {
 		c.warmup = min(c.duration/6, time.Second)

@@ -21,6 +21,7 @@ import (
 // Targets of the performance issue.
 const (
 	targetJWKS        = 0.85
+	targetBaseline    = 0.9 // a change may cost at most 10% of a path's rate
 	targetToken       = 0.85
 	targetFastVsRSA   = 10
 	targetUpload      = 0.8
@@ -331,26 +332,25 @@ func readAll(resp *http.Response) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// measureToken loads GET /token on a runtime signing with alg, then signs
-// the same claims with the standard library on every core.
+// measureToken loads GET /token on a runtime signing with alg, then
+// computes the signature alone on every core; with -baseline, it then loads
+// the baseline revision's runtime and this one alternately.
 func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 	c := newClient(b.cfg.conc)
 	defer c.CloseIdleConnections()
 	if err := checkToken(c, p.addr); err != nil {
 		return fmt.Errorf("%s: %w", alg, err)
 	}
-	sl, err := signLoad(alg, audience, b.cfg.warmup, b.cfg.duration, b.logf)
+	sl, err := signLoad(alg, b.cfg.warmup, b.cfg.duration, b.logf)
 	if err != nil {
 		return err
 	}
-	b.logf("token %s: through the runtime, then standard library signing on %d goroutines, %d times", alg, maxProcs(), rounds)
-	rt, limit := paired(ctx, rounds, b.getLoad(c, p, func(w, i int) string {
-		return p.addr + "/token?user_id=user-" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-	}), sl)
+	b.logf("token %s: through the runtime, then the signature alone on %d goroutines, %d times", alg, maxProcs(), rounds)
+	rt, limit := paired(ctx, rounds, b.tokenLoad(c, p), sl)
 	b.tokenRate[alg], b.signRate[alg] = rt.Rate(), limit.Rate()
 	b.rows = append(b.rows, Row{
 		Path: "GET /token " + alg, Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
-		Limit: limit.Rate(), LimitName: "stdlib signing, all cores", MinRatio: targetToken,
+		Limit: limit.Rate(), LimitName: "the signature alone, all cores", MinRatio: targetToken,
 		Note: fmt.Sprintf("server CPU/req %s; one signature: p50 %s%s", dur(rt.CPUPerOp()), dur(limit.Percentile(50)), both(rt, limit.Rate(), b.jwksBare)),
 		Err:  errText(rt),
 	})
@@ -362,6 +362,44 @@ func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 			Err:  errText(rt),
 		})
 	}
+	if b.base != "" {
+		if err := b.measureBaseline(ctx, p, alg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tokenLoad is GET /token for a new user each time, served by p.
+func (b *bench) tokenLoad(c *http.Client, p *proc) Load {
+	return b.getLoad(c, p, func(w, i int) string {
+		return p.addr + "/token?user_id=user-" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+	})
+}
+
+// measureBaseline loads GET /token on this runtime (p) and on the -baseline
+// revision's, alternately, and adds the row of the two rates.
+func (b *bench) measureBaseline(ctx context.Context, p *proc, alg string) error {
+	bp, err := b.deployBin(b.base, alg)
+	if err != nil {
+		return fmt.Errorf("the runtime at %s: %w", b.rev, err)
+	}
+	defer b.stopRuntime(bp)
+	c, cb := newClient(b.cfg.conc), newClient(b.cfg.conc)
+	defer c.CloseIdleConnections()
+	defer cb.CloseIdleConnections()
+	if err := checkToken(cb, bp.addr); err != nil {
+		return fmt.Errorf("the runtime at %s: %w", b.rev, err)
+	}
+	b.logf("token %s: this runtime, then the one at %s, %d times", alg, b.rev, rounds)
+	rt, base := paired(ctx, rounds, b.tokenLoad(c, p), b.tokenLoad(cb, bp))
+	b.rows = append(b.rows, Row{
+		Path: "GET /token " + alg + " vs " + b.rev, Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
+		Limit: base.Rate(), LimitName: "the runtime at " + b.rev, MinRatio: targetBaseline,
+		Note: fmt.Sprintf("server CPU/req %s, at %s %s (%.2f); %s p50 %s p99 %s",
+			dur(rt.CPUPerOp()), b.rev, dur(base.CPUPerOp()), cpuRatio(base, rt), b.rev, dur(base.Percentile(50)), dur(base.Percentile(99))),
+		Err: joinErr(errText(rt), errText(base)),
+	})
 	return nil
 }
 

@@ -36,7 +36,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/taskrun/taskrun/cmd/soak/load"
-	"github.com/taskrun/taskrun/internal/devkeys"
+	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/internal/mongotest"
 )
 
@@ -121,7 +121,7 @@ var relKeys struct {
 func relProject(t *testing.T, mongoURI, dbName string) string {
 	t.Helper()
 	relKeys.once.Do(func() {
-		_, relKeys.private, relKeys.public, relKeys.kid, relKeys.err = devkeys.Generate("RS256")
+		relKeys.private, relKeys.public, relKeys.kid, relKeys.err = keys.Generate("RS256")
 	})
 	if relKeys.err != nil {
 		t.Fatal(relKeys.err)

@@ -49,7 +49,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/taskrun/taskrun/cmd/soak/load"
-	"github.com/taskrun/taskrun/internal/devkeys"
+	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/internal/mongotest"
 	"github.com/taskrun/taskrun/runtime/cli"
 	"github.com/taskrun/taskrun/tasks"
@@ -228,7 +228,7 @@ func setUp(c config, tmp string, out io.Writer) (*target, error) {
 	if err := os.MkdirAll(filepath.Join(proj, "deployments"), 0o755); err != nil {
 		return fail(err)
 	}
-	_, priv, pub, kid, err := devkeys.Generate("RS256")
+	priv, pub, kid, err := keys.Generate("RS256")
 	if err != nil {
 		return fail(err)
 	}

@@ -2,6 +2,16 @@
 // them once per process, serves them as a JWKS, signs tokens with the
 // private key and verifies tokens exactly as the PowerSync service does.
 //
+// go-jose (github.com/go-jose/go-jose/v4) does the JOSE work: it parses
+// JWKs, writes the JWKS and generated keys, signs tokens and checks their
+// signatures and registered claims (jwt.Claims.ValidateWithLeeway).
+// crypto/x509 parses PEM. This package keeps what neither decides:
+// PowerSync's rules (the algorithms, "use" and "key_ops", RSA sizes, aud,
+// the 24 h lifetime, the 60 s skew with the service's exp boundary, a
+// non-empty sub, parameters an object), the input formats, start-up checks
+// (a private key must match a public one and sign a token its public key
+// verifies) and error messages that name the variable, never the value.
+//
 // Variables (read by Load from the deployment, never from the process):
 //
 //   - POWERSYNC_PRIVATE_KEY (secret): the one key tokens are signed with.
@@ -16,7 +26,7 @@
 //     the new key together while rotating. When unset, the public half of
 //     the private key is served.
 //
-// Supported algorithms: RS256, RS384, RS512 (RSA of 2048 bits or more),
+// Supported algorithms: RS256, RS384, RS512 (RSA of 2048 to 4096 bits),
 // ES256, ES384, ES512 (P-256, P-384, P-521) and EdDSA (Ed25519). A JWK without
 // "alg" gets the usual one for its key (RS256 for RSA); a key without "kid"
 // (PEM, or a JWK without one) gets "powersync-" and ten hex digits of the

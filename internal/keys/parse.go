@@ -15,60 +15,52 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
+	"slices"
 	"strings"
 	"unicode/utf8"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
-// MinRSABits is the smallest RSA modulus accepted, as in the PowerSync
-// service.
-const MinRSABits = 2048
+// RSA key sizes accepted: the PowerSync service's minimum, and the largest
+// modulus go-jose parses (jose.MaxRSAModulusBits).
+const (
+	MinRSABits = 2048
+	MaxRSABits = 4096
+)
 
 // maxKeyInput bounds one variable's value: a handful of keys, not a file.
 const maxKeyInput = 256 << 10
 
-type algInfo struct {
+// algFamily is what an algorithm needs of a key.
+type algFamily struct {
 	kty   string
-	hash  crypto.Hash
-	curve elliptic.Curve
-	size  int // EC coordinate size in bytes
+	curve elliptic.Curve // EC only
 }
 
-var algs = map[string]algInfo{
-	"RS256": {kty: "RSA", hash: crypto.SHA256},
-	"RS384": {kty: "RSA", hash: crypto.SHA384},
-	"RS512": {kty: "RSA", hash: crypto.SHA512},
-	"ES256": {kty: "EC", hash: crypto.SHA256, curve: elliptic.P256(), size: 32},
-	"ES384": {kty: "EC", hash: crypto.SHA384, curve: elliptic.P384(), size: 48},
-	"ES512": {kty: "EC", hash: crypto.SHA512, curve: elliptic.P521(), size: 66},
+var algs = map[string]algFamily{
+	"RS256": {kty: "RSA"}, "RS384": {kty: "RSA"}, "RS512": {kty: "RSA"},
+	"ES256": {"EC", elliptic.P256()}, "ES384": {"EC", elliptic.P384()}, "ES512": {"EC", elliptic.P521()},
 	"EdDSA": {kty: "OKP"},
 }
 
-// Algorithms lists the supported JWS algorithms.
+// Algorithms lists the supported JWS algorithms, sorted.
 var Algorithms = []string{"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512"}
 
-var curves = map[string]struct {
-	curve elliptic.Curve
-	size  int
-	alg   string
-}{
-	"P-256": {elliptic.P256(), 32, "ES256"},
-	"P-384": {elliptic.P384(), 48, "ES384"},
-	"P-521": {elliptic.P521(), 66, "ES512"},
-}
+// curveAlgs are the EC curves accepted, by JWK name, with their algorithm.
+var curveAlgs = map[string]string{"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
 // Key is one parsed key: a public key, and its private half when known.
 type Key struct {
 	KID string
 	Alg string
 
-	pub  crypto.PublicKey  // *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
-	priv crypto.PrivateKey // *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey or nil
+	pub  crypto.PublicKey // *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
+	priv crypto.Signer    // *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey or nil
 
 	explicitKID bool // the kid came from the input, not derived
 	explicitAlg bool
 	strictAlg   bool // tokens must use Alg (keys we publish with an alg)
-	info        algInfo
 }
 
 // Public returns the public key.
@@ -77,85 +69,110 @@ func (k *Key) Public() crypto.PublicKey { return k.pub }
 // HasPrivate reports whether the private half is known.
 func (k *Key) HasPrivate() bool { return k.priv != nil }
 
-// rawJWK is a JWK as JSON. Members not listed are ignored.
-type rawJWK struct {
+// jwkMeta is what our rules read of a JWK before go-jose parses it. Every
+// member go-jose reads as a string is typed here, so that a JWK with a
+// number in place of a string fails here, with a message that holds none
+// of the value.
+type jwkMeta struct {
 	Kty    string   `json:"kty"`
 	Alg    string   `json:"alg"`
-	Kid    *string  `json:"kid"`
+	Kid    string   `json:"kid"`
 	Use    *string  `json:"use"`
 	KeyOps []string `json:"key_ops"`
 	Crv    string   `json:"crv"`
-	N      string   `json:"n"`
-	E      string   `json:"e"`
-	D      string   `json:"d"`
-	P      string   `json:"p"`
-	Q      string   `json:"q"`
-	X      string   `json:"x"`
-	Y      string   `json:"y"`
-	K      string   `json:"k"`
 	Oth    any      `json:"oth"`
+
+	N, E, X, Y string
+	D, P, Q, K *string
+	Dp         *string `json:"dp"`
+	Dq         *string `json:"dq"`
+	Qi         *string `json:"qi"`
 }
 
-func (r *rawJWK) hasPrivate() bool {
-	return r.D != "" || r.P != "" || r.Q != "" || r.K != ""
+func (m *jwkMeta) hasPrivate() bool {
+	return m.D != nil || m.P != nil || m.Q != nil || m.K != nil || m.Dp != nil || m.Dq != nil || m.Qi != nil
 }
 
-// b64url decodes a JWK member: base64url without padding, padding tolerated.
-func b64url(s string) ([]byte, error) {
-	s = strings.TrimRight(s, "=")
-	return base64.RawURLEncoding.DecodeString(s)
-}
-
-// parseJWK parses one JWK. wantPrivate: the key must hold private members;
-// otherwise it must not.
-func parseJWK(r *rawJWK, wantPrivate bool) (*Key, error) {
-	if r.Kty == "" {
+// parseJWK parses one JWK: PowerSync's rules here, the key itself by
+// go-jose. wantPrivate: the key must hold private members; otherwise it
+// must not.
+func parseJWK(raw []byte, wantPrivate bool) (*Key, error) {
+	var m jwkMeta
+	if json.Unmarshal(raw, &m) != nil {
+		return nil, errors.New("malformed JWK (want a JSON object whose key members are strings)")
+	}
+	if m.Kty == "" {
 		return nil, errors.New(`not a JWK: no "kty"`)
 	}
-	if r.Use != nil && *r.Use != "sig" {
-		return nil, fmt.Errorf(`"use" is %q, want "sig"`, *r.Use)
+	if m.Use != nil && *m.Use != "sig" {
+		return nil, fmt.Errorf(`"use" is %q, want "sig"`, clip(*m.Use))
 	}
-	if r.KeyOps != nil {
+	if m.KeyOps != nil {
 		want := "verify"
 		if wantPrivate {
 			want = "sign"
 		}
-		ok := false
-		for _, op := range r.KeyOps {
-			ok = ok || op == want
-		}
-		if !ok {
+		if !slices.Contains(m.KeyOps, want) {
 			return nil, fmt.Errorf(`"key_ops" lacks %q`, want)
 		}
 	}
-	if wantPrivate && !r.hasPrivate() {
-		return nil, errors.New("holds a public key only, want the private key")
-	}
-	if !wantPrivate && r.hasPrivate() {
-		return nil, errors.New("holds private key material: put only public keys here (the private key is a secret)")
-	}
-	k := &Key{}
-	var err error
-	switch r.Kty {
+	switch m.Kty {
 	case "RSA":
-		err = parseRSAJWK(r, k)
+		if m.Oth != nil {
+			return nil, errors.New("multi-prime RSA keys are not supported")
+		}
 	case "EC":
-		err = parseECJWK(r, k)
+		if _, ok := curveAlgs[m.Crv]; !ok {
+			return nil, fmt.Errorf("unsupported EC curve %q (want P-256, P-384 or P-521)", clip(m.Crv))
+		}
 	case "OKP":
-		err = parseOKPJWK(r, k)
+		if m.Crv != "Ed25519" {
+			return nil, fmt.Errorf("unsupported OKP curve %q (want Ed25519)", clip(m.Crv))
+		}
 	case "oct":
 		return nil, errors.New(`symmetric keys ("kty":"oct") are not supported: they cannot be published in a JWKS`)
 	default:
-		return nil, fmt.Errorf("unsupported key type %q", clip(r.Kty))
+		return nil, fmt.Errorf("unsupported key type %q", clip(m.Kty))
 	}
-	if err != nil {
-		return nil, err
+	if wantPrivate && !m.hasPrivate() {
+		return nil, errors.New("holds a public key only, want the private key")
 	}
-	if r.Alg != "" {
-		k.Alg, k.explicitAlg = r.Alg, true
+	if !wantPrivate && m.hasPrivate() {
+		return nil, errors.New("holds private key material: put only public keys here (the private key is a secret)")
 	}
-	if r.Kid != nil && *r.Kid != "" {
-		k.KID, k.explicitKID = *r.Kid, true
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(raw); err != nil {
+		return nil, joseKeyError(m.Kty, wantPrivate, err)
+	}
+	k := &Key{}
+	switch key := jwk.Key.(type) {
+	case *rsa.PublicKey:
+		k.pub = key
+	case *ecdsa.PublicKey:
+		k.pub = key
+	case ed25519.PublicKey:
+		k.pub = key
+	case *rsa.PrivateKey:
+		key.Precompute()
+		k.priv, k.pub = key, &key.PublicKey
+	case *ecdsa.PrivateKey:
+		// go-jose does not check that d belongs to x and y; the standard
+		// library derives the public key from d, and the two must agree.
+		priv, err := ecdsa.ParseRawPrivateKey(key.Curve, key.D.FillBytes(make([]byte, (key.Curve.Params().BitSize+7)/8)))
+		if err != nil || !priv.PublicKey.Equal(&key.PublicKey) {
+			return nil, errors.New(`EC private key: "d" does not match "x" and "y"`)
+		}
+		k.priv, k.pub = priv, &priv.PublicKey
+	case ed25519.PrivateKey:
+		k.priv, k.pub = key, key.Public()
+	default:
+		return nil, fmt.Errorf("unsupported key type %q", clip(m.Kty))
+	}
+	if jwk.Algorithm != "" {
+		k.Alg, k.explicitAlg = jwk.Algorithm, true
+	}
+	if jwk.KeyID != "" {
+		k.KID, k.explicitKID = jwk.KeyID, true
 	}
 	if err := k.complete(); err != nil {
 		return nil, err
@@ -163,142 +180,44 @@ func parseJWK(r *rawJWK, wantPrivate bool) (*Key, error) {
 	return k, nil
 }
 
-func parseRSAJWK(r *rawJWK, k *Key) error {
-	if r.Oth != nil {
-		return errors.New("multi-prime RSA keys are not supported")
+// joseKeyError words go-jose's refusal of a JWK. go-jose's messages name
+// members and lengths, never their values.
+func joseKeyError(kty string, private bool, err error) error {
+	what := kty + " public key"
+	if private {
+		what = kty + " private key"
 	}
-	nb, err1 := b64url(r.N)
-	eb, err2 := b64url(r.E)
-	if err1 != nil || err2 != nil || len(nb) == 0 || len(eb) == 0 || len(eb) > 4 {
-		return errors.New(`RSA key: "n" or "e" is missing or not base64url`)
+	if errors.Is(err, jose.ErrUnsupportedKeyType) && kty == "RSA" {
+		return fmt.Errorf("%s: unsupported (an RSA modulus over %d bits?)", what, MaxRSABits)
 	}
-	e := 0
-	for _, b := range eb {
-		e = e<<8 | int(b)
-	}
-	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: e}
-	if err := checkRSAPublic(pub); err != nil {
-		return err
-	}
-	k.pub = pub
-	if r.D == "" {
-		return nil
-	}
-	db, err1 := b64url(r.D)
-	pb, err2 := b64url(r.P)
-	qb, err3 := b64url(r.Q)
-	if err1 != nil || err2 != nil || err3 != nil || len(db) == 0 || len(pb) == 0 || len(qb) == 0 {
-		return errors.New(`RSA private key: "d", "p" or "q" is missing or not base64url`)
-	}
-	priv := &rsa.PrivateKey{
-		PublicKey: *pub,
-		D:         new(big.Int).SetBytes(db),
-		Primes:    []*big.Int{new(big.Int).SetBytes(pb), new(big.Int).SetBytes(qb)},
-	}
-	if err := priv.Validate(); err != nil {
-		return errors.New("RSA private key is inconsistent (n, e, d, p, q do not agree)")
-	}
-	priv.Precompute()
-	k.priv, k.pub = priv, &priv.PublicKey
-	return nil
+	return fmt.Errorf("%s is invalid: %s", what, strings.TrimPrefix(err.Error(), "go-jose/go-jose: "))
 }
 
-func checkRSAPublic(pub *rsa.PublicKey) error {
-	if pub.N.BitLen() < MinRSABits {
-		return fmt.Errorf("RSA key of %d bits is too small (want %d or more)", pub.N.BitLen(), MinRSABits)
-	}
-	if pub.E < 3 || pub.E&1 == 0 {
-		return errors.New("RSA key has an invalid public exponent")
-	}
-	return nil
-}
-
-func parseECJWK(r *rawJWK, k *Key) error {
-	c, ok := curves[r.Crv]
-	if !ok {
-		return fmt.Errorf("unsupported EC curve %q (want P-256, P-384 or P-521)", clip(r.Crv))
-	}
-	xb, err1 := b64url(r.X)
-	yb, err2 := b64url(r.Y)
-	if err1 != nil || err2 != nil || len(xb) != c.size || len(yb) != c.size {
-		return fmt.Errorf(`EC key: "x" or "y" is missing, not base64url or not %d bytes`, c.size)
-	}
-	point := make([]byte, 0, 1+2*c.size)
-	point = append(append(append(point, 4), xb...), yb...)
-	pub, err := ecdsa.ParseUncompressedPublicKey(c.curve, point)
-	if err != nil {
-		return errors.New("EC key: the point is not on the curve")
-	}
-	k.pub = pub
-	if r.D == "" {
-		return nil
-	}
-	db, err := b64url(r.D)
-	if err != nil || len(db) != c.size {
-		return fmt.Errorf(`EC private key: "d" is not base64url or not %d bytes`, c.size)
-	}
-	priv, err := ecdsa.ParseRawPrivateKey(c.curve, db)
-	if err != nil {
-		return errors.New("EC private key is invalid")
-	}
-	if !priv.PublicKey.Equal(pub) {
-		return errors.New(`EC private key: "d" does not match "x" and "y"`)
-	}
-	k.priv, k.pub = priv, &priv.PublicKey
-	return nil
-}
-
-func parseOKPJWK(r *rawJWK, k *Key) error {
-	if r.Crv != "Ed25519" {
-		return fmt.Errorf("unsupported OKP curve %q (want Ed25519)", clip(r.Crv))
-	}
-	xb, err := b64url(r.X)
-	if err != nil || len(xb) != ed25519.PublicKeySize {
-		return errors.New(`Ed25519 key: "x" is missing, not base64url or not 32 bytes`)
-	}
-	pub := ed25519.PublicKey(xb)
-	k.pub = pub
-	if r.D == "" {
-		return nil
-	}
-	db, err := b64url(r.D)
-	if err != nil || len(db) != ed25519.SeedSize {
-		return errors.New(`Ed25519 private key: "d" is not base64url or not 32 bytes`)
-	}
-	priv := ed25519.NewKeyFromSeed(db)
-	if !pub.Equal(priv.Public()) {
-		return errors.New(`Ed25519 private key: "d" does not match "x"`)
-	}
-	k.priv = priv
-	return nil
-}
-
-// complete checks the algorithm against the key, and fills in the default
-// algorithm and the derived kid.
+// complete checks the key and its algorithm against PowerSync's rules, and
+// fills in the default algorithm and the derived kid.
 func (k *Key) complete() error {
+	if rsaPub, ok := k.pub.(*rsa.PublicKey); ok {
+		switch bits := rsaPub.N.BitLen(); {
+		case bits < MinRSABits:
+			return fmt.Errorf("RSA key of %d bits is too small (want %d to %d)", bits, MinRSABits, MaxRSABits)
+		case bits > MaxRSABits:
+			return fmt.Errorf("RSA key of %d bits is too large (want %d to %d)", bits, MinRSABits, MaxRSABits)
+		}
+	}
 	def := defaultAlg(k.pub)
+	if def == "" {
+		return errors.New("unsupported EC curve (want P-256, P-384 or P-521)")
+	}
 	if k.Alg == "" {
 		k.Alg = def
 	}
-	info, ok := algs[k.Alg]
+	fam, ok := algs[k.Alg]
 	if !ok {
 		return fmt.Errorf("unsupported algorithm %q (supported: %s)", clip(k.Alg), strings.Join(Algorithms, ", "))
 	}
-	switch pub := k.pub.(type) {
-	case *rsa.PublicKey:
-		if info.kty != "RSA" {
-			return fmt.Errorf("algorithm %s does not fit an RSA key", k.Alg)
-		}
-	case *ecdsa.PublicKey:
-		if info.kty != "EC" || info.curve != pub.Curve {
-			return fmt.Errorf("algorithm %s does not fit an EC key on %s", k.Alg, pub.Curve.Params().Name)
-		}
-	case ed25519.PublicKey:
-		if info.kty != "OKP" {
-			return fmt.Errorf("algorithm %s does not fit an Ed25519 key", k.Alg)
-		}
+	if !fam.fits(k.pub) {
+		return fmt.Errorf("algorithm %s does not fit %s", k.Alg, describe(k.pub))
 	}
-	k.info = info
 	if k.KID == "" {
 		k.KID = deriveKID(k.pub)
 	}
@@ -308,16 +227,36 @@ func (k *Key) complete() error {
 	return nil
 }
 
+// fits reports whether a key can be used with an algorithm of the family.
+func (f algFamily) fits(pub crypto.PublicKey) bool {
+	switch p := pub.(type) {
+	case *rsa.PublicKey:
+		return f.kty == "RSA"
+	case *ecdsa.PublicKey:
+		return f.kty == "EC" && f.curve == p.Curve
+	case ed25519.PublicKey:
+		return f.kty == "OKP"
+	}
+	return false
+}
+
+func describe(pub crypto.PublicKey) string {
+	switch p := pub.(type) {
+	case *rsa.PublicKey:
+		return "an RSA key"
+	case *ecdsa.PublicKey:
+		return "an EC key on " + p.Curve.Params().Name
+	}
+	return "an Ed25519 key"
+}
+
+// defaultAlg is the usual algorithm of a key ("" for a curve not supported).
 func defaultAlg(pub crypto.PublicKey) string {
-	switch pub := pub.(type) {
+	switch p := pub.(type) {
 	case *rsa.PublicKey:
 		return "RS256"
 	case *ecdsa.PublicKey:
-		for _, c := range curves {
-			if c.curve == pub.Curve {
-				return c.alg
-			}
-		}
+		return curveAlgs[p.Curve.Params().Name]
 	case ed25519.PublicKey:
 		return "EdDSA"
 	}
@@ -343,7 +282,7 @@ func clip(s string) string {
 	return s
 }
 
-// parsePEMBlock parses one PEM block into a key.
+// parsePEMBlock parses one PEM block into a key (crypto/x509 decodes it).
 func parsePEMBlock(b *pem.Block, wantPrivate bool) (*Key, error) {
 	if _, enc := b.Headers["Proc-Type"]; enc {
 		return nil, errors.New("encrypted PEM keys are not supported")
@@ -372,10 +311,6 @@ func parsePEMBlock(b *pem.Block, wantPrivate bool) (*Key, error) {
 			if len(p.Primes) != 2 {
 				return nil, errors.New("multi-prime RSA keys are not supported")
 			}
-			if err := checkRSAPublic(&p.PublicKey); err != nil {
-				return nil, err
-			}
-			p.Precompute()
 			k.priv, k.pub = p, &p.PublicKey
 		case *ecdsa.PrivateKey:
 			k.priv, k.pub = p, &p.PublicKey
@@ -398,24 +333,14 @@ func parsePEMBlock(b *pem.Block, wantPrivate bool) (*Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("PEM %s block does not parse", b.Type)
 		}
-		switch p := pub.(type) {
-		case *rsa.PublicKey:
-			if err := checkRSAPublic(p); err != nil {
-				return nil, err
-			}
-			k.pub = p
-		case *ecdsa.PublicKey:
-			k.pub = p
-		case ed25519.PublicKey:
-			k.pub = p
+		switch pub.(type) {
+		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+			k.pub = pub
 		default:
 			return nil, fmt.Errorf("unsupported public key type %T", pub)
 		}
 	default:
 		return nil, fmt.Errorf("unsupported PEM block %q", clip(b.Type))
-	}
-	if ec, ok := k.pub.(*ecdsa.PublicKey); ok && defaultAlg(ec) == "" {
-		return nil, errors.New("unsupported EC curve (want P-256, P-384 or P-521)")
 	}
 	if err := k.complete(); err != nil {
 		return nil, err
@@ -426,20 +351,18 @@ func parsePEMBlock(b *pem.Block, wantPrivate bool) (*Key, error) {
 // decodeBase64 accepts standard and URL-safe base64, padded or not, and
 // ignores line breaks inside.
 func decodeBase64(s string) ([]byte, bool) {
-	if strings.ContainsAny(s, "\r\n\t ") {
-		s = strings.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' || r == '\t' || r == ' ' {
-				return -1
-			}
-			return r
-		}, s)
-	}
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == '\t' || r == ' ' {
+			return -1
+		}
+		return r
+	}, s)
 	s = strings.TrimRight(s, "=")
+	enc := base64.RawStdEncoding
 	if strings.ContainsAny(s, "-_") {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		return b, err == nil
+		enc = base64.RawURLEncoding
 	}
-	b, err := base64.RawStdEncoding.DecodeString(s)
+	b, err := enc.DecodeString(s)
 	return b, err == nil
 }
 
@@ -467,7 +390,6 @@ func parseValue(value string, wantPrivate, many bool) ([]*Key, error) {
 		)
 		switch {
 		case strings.HasPrefix(rest, "-----BEGIN"):
-			var b *pem.Block
 			b, remain := pem.Decode([]byte(rest))
 			if b == nil {
 				return nil, fmt.Errorf("item %d: malformed PEM block", n)
@@ -527,38 +449,30 @@ func parseJSONKeys(b []byte, wantPrivate bool) ([]*Key, error) {
 	if json.Unmarshal(b, &probe) != nil {
 		return nil, errors.New("malformed JSON (want a JWK object or a JWKS)")
 	}
-	if probe.Keys != nil {
-		var out []*Key
-		for i, kb := range probe.Keys {
-			var r rawJWK
-			if json.Unmarshal(kb, &r) != nil {
-				return nil, fmt.Errorf("JWKS key %d: malformed JWK", i+1)
-			}
-			k, err := parseJWK(&r, wantPrivate)
-			if err != nil {
-				return nil, fmt.Errorf("JWKS key %d: %w", i+1, err)
-			}
-			out = append(out, k)
+	if probe.Keys == nil {
+		k, err := parseJWK(b, wantPrivate)
+		if err != nil {
+			return nil, err
 		}
-		if len(out) == 0 {
-			return nil, errors.New(`JWKS has an empty "keys"`)
+		return []*Key{k}, nil
+	}
+	var out []*Key
+	for i, kb := range probe.Keys {
+		k, err := parseJWK(kb, wantPrivate)
+		if err != nil {
+			return nil, fmt.Errorf("JWKS key %d: %w", i+1, err)
 		}
-		return out, nil
+		out = append(out, k)
 	}
-	var r rawJWK
-	if json.Unmarshal(b, &r) != nil {
-		return nil, errors.New("malformed JWK")
+	if len(out) == 0 {
+		return nil, errors.New(`JWKS has an empty "keys"`)
 	}
-	k, err := parseJWK(&r, wantPrivate)
-	if err != nil {
-		return nil, err
-	}
-	return []*Key{k}, nil
+	return out, nil
 }
 
 // publicOf returns the public half of a private key.
 func publicOf(priv *Key) *Key {
-	return &Key{KID: priv.KID, Alg: priv.Alg, pub: priv.pub, explicitKID: priv.explicitKID, explicitAlg: priv.explicitAlg, info: priv.info}
+	return &Key{KID: priv.KID, Alg: priv.Alg, pub: priv.pub, explicitKID: priv.explicitKID, explicitAlg: priv.explicitAlg}
 }
 
 // samePublic reports whether two keys have the same public part.

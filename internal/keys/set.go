@@ -2,16 +2,12 @@ package keys
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
-	"unicode/utf8"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/taskrun/taskrun/runtime"
@@ -224,120 +220,29 @@ func New(privateValue, publicValue string) (*Set, error) {
 					return nil, fmt.Errorf("%s: %w", PrivateVar, err)
 				}
 			}
-			match.Alg, match.info, match.explicitAlg = priv.Alg, priv.info, true
+			match.Alg, match.explicitAlg = priv.Alg, true
 		}
-		sk := &Key{KID: match.KID, Alg: match.Alg, pub: match.pub, priv: priv.priv, info: match.info}
+		sk := &Key{KID: match.KID, Alg: match.Alg, pub: match.pub, priv: priv.priv}
 		s, err := newSigner(sk)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", PrivateVar, err)
 		}
 		set.signer = s
 	}
-	set.jwks = buildJWKS(set.keys)
+	jwks, err := buildJWKS(set.keys)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", PublicVar, err)
+	}
+	set.jwks = jwks
 	return set, nil
 }
 
-// buildJWKS serialises the public keys, each as {<public members>, "alg",
-// "kid", "use":"sig"}.
-func buildJWKS(keys []*Key) []byte {
-	b := []byte(`{"keys":[`)
+// buildJWKS serialises the public keys with go-jose, each with its kid,
+// alg and "use":"sig".
+func buildJWKS(keys []*Key) ([]byte, error) {
+	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, len(keys))}
 	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendPublicJWK(b, k.pub)
-		b = b[:len(b)-1] // reopen the object
-		b = append(b, `,"alg":`...)
-		b = appendJSONString(b, k.Alg)
-		b = append(b, `,"kid":`...)
-		b = appendJSONString(b, k.KID)
-		b = append(b, `,"use":"sig"}`...)
+		set.Keys[i] = jose.JSONWebKey{Key: k.pub, KeyID: k.KID, Algorithm: k.Alg, Use: "sig"}
 	}
-	return append(b, "]}"...)
+	return json.Marshal(set)
 }
-
-// appendPublicJWK appends a public key's JWK members in the order Node's
-// key export writes them: RSA kty,n,e; EC kty,x,y,crv; OKP crv,x,kty.
-func appendPublicJWK(b []byte, pub any) []byte {
-	switch p := pub.(type) {
-	case *rsa.PublicKey:
-		b = append(b, `{"kty":"RSA","n":"`...)
-		b = appendB64(b, p.N.Bytes())
-		b = append(b, `","e":"`...)
-		b = appendB64(b, big.NewInt(int64(p.E)).Bytes())
-		b = append(b, `"}`...)
-	case *ecdsa.PublicKey:
-		raw, _ := p.Bytes()
-		size := (len(raw) - 1) / 2
-		b = append(b, `{"kty":"EC","x":"`...)
-		b = appendB64(b, raw[1:1+size])
-		b = append(b, `","y":"`...)
-		b = appendB64(b, raw[1+size:])
-		b = append(b, `","crv":"`...)
-		b = append(b, p.Curve.Params().Name...)
-		b = append(b, `"}`...)
-	case ed25519.PublicKey:
-		b = append(b, `{"crv":"Ed25519","x":"`...)
-		b = appendB64(b, p)
-		b = append(b, `","kty":"OKP"}`...)
-	}
-	return b
-}
-
-func appendB64(b, src []byte) []byte { return base64.RawURLEncoding.AppendEncode(b, src) }
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
-// as with encoding/json; HTML characters are not escaped.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < 0x80 {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == 0xFFFD && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// AppendJSONString appends s as a JSON string (as encoding/json would, but
-// without escaping HTML characters).
-func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }

@@ -48,10 +48,12 @@ package token
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,7 +70,7 @@ import (
 const (
 	URLVar         = "POWERSYNC_URL"
 	LifetimeVar    = "TOKEN_LIFETIME"
-	IssuerVar      = "TOKEN_ISSUER"
+	IssuerVar      = keys.IssuerVar
 	AuthVar        = "TOKEN_AUTH"
 	IdPJWKSVar     = "TOKEN_IDP_JWKS_URL"
 	IdPIssuerVar   = "TOKEN_IDP_ISSUER"
@@ -185,9 +187,11 @@ func (s *server) init(ctx context.Context, setup *runtime.Setup) error {
 		return err
 	}
 
-	tail := []byte(`","powersync_url":`)
-	tail = keys.AppendJSONString(tail, s.url)
-	s.tail = append(tail, `,"expires_at":"`...)
+	u, err := json.Marshal(s.url)
+	if err != nil {
+		return err
+	}
+	s.tail = slices.Concat([]byte(`","powersync_url":`), u, []byte(`,"expires_at":"`))
 
 	log := setup.Log.With().Str("kid", set.SigningKID()).Str("alg", set.SigningAlg()).
 		Int64("lifetime_s", s.lifetime).Str("mode", s.mode).Logger()
@@ -283,35 +287,23 @@ func (s *server) get(c echo.Context, env *runtime.Env) error {
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
 }
 
-// userIDParam finds user_id in a raw query string. given reports whether it
-// was there at all; err is a 400 for the client.
+// userIDParam reads user_id from a raw query string (net/url decodes it).
+// given reports whether it was there at all; err is a 400 for the client.
+// A malformed query is refused whole, as if user_id were given badly:
+// net/url drops the pair it cannot decode, which may be user_id's.
 func userIDParam(raw string) (id string, given bool, err error) {
-	n := 0
-	for rest := raw; rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if k != "user_id" {
-			if !strings.Contains(k, "%") {
-				continue
-			}
-			if uk, err := url.QueryUnescape(k); err != nil || uk != "user_id" {
-				continue
-			}
-		}
-		n++
-		if n > 1 {
-			return "", true, runtime.BadRequest("user_id is given more than once")
-		}
-		var uerr error
-		id, uerr = url.QueryUnescape(v)
-		if uerr != nil {
-			return "", true, runtime.BadRequest("user_id is not valid percent-encoding")
-		}
-	}
+	q, qerr := url.ParseQuery(raw)
+	ids, given := q["user_id"]
 	switch {
-	case n == 0:
+	case qerr != nil:
+		return "", true, runtime.BadRequest("the query string is malformed (invalid percent-encoding, or a raw ';'): send GET /token?user_id=<percent-encoded user id>")
+	case !given:
 		return "", false, runtime.BadRequest("user_id is required: GET /token?user_id=<user id>")
+	case len(ids) > 1:
+		return "", true, runtime.BadRequest("user_id is given more than once")
+	}
+	id = ids[0]
+	switch {
 	case strings.TrimFunc(id, unicode.IsSpace) == "":
 		return "", true, runtime.BadRequest("user_id is empty")
 	case len(id) > MaxUserID:

@@ -224,21 +224,23 @@ func TestUserIDs(t *testing.T) {
 		checkToken(t, jwks, tr, want, 300)
 	}
 	bad := map[string]string{
-		"missing":              "/token",
-		"missing, others":      "/token?userid=x&user=y",
-		"empty":                "/token?user_id=",
-		"no value":             "/token?user_id",
-		"blank":                "/token?user_id=%20%20+",
-		"blank unicode":        "/token?user_id=%E3%80%80%09",
-		"twice":                "/token?user_id=a&user_id=b",
-		"twice, same":          "/token?user_id=a&user_id=a",
-		"twice, encoded name":  "/token?user_id=a&user%5Fid=a",
-		"256 bytes":            "/token?user_id=" + url.QueryEscape(long+"y"),
-		"huge":                 "/token?user_id=" + strings.Repeat("x", 20000),
-		"invalid UTF-8":        "/token?user_id=%ff%fe",
-		"truncated UTF-8":      "/token?user_id=%E2%9C",
-		"bad percent-encoding": "/token?user_id=%zz",
-		"lone percent":         "/token?user_id=%",
+		"missing":                "/token",
+		"missing, others":        "/token?userid=x&user=y",
+		"empty":                  "/token?user_id=",
+		"no value":               "/token?user_id",
+		"blank":                  "/token?user_id=%20%20+",
+		"blank unicode":          "/token?user_id=%E3%80%80%09",
+		"twice":                  "/token?user_id=a&user_id=b",
+		"twice, same":            "/token?user_id=a&user_id=a",
+		"twice, encoded name":    "/token?user_id=a&user%5Fid=a",
+		"256 bytes":              "/token?user_id=" + url.QueryEscape(long+"y"),
+		"huge":                   "/token?user_id=" + strings.Repeat("x", 20000),
+		"invalid UTF-8":          "/token?user_id=%ff%fe",
+		"truncated UTF-8":        "/token?user_id=%E2%9C",
+		"bad percent-encoding":   "/token?user_id=%zz",
+		"lone percent":           "/token?user_id=%",
+		"bad encoding elsewhere": "/token?user_id=a&x=%zz",
+		"raw semicolon":          "/token?user_id=a;b",
 	}
 	for name, target := range bad {
 		resp, _, raw := getToken(t, h, target)
@@ -470,6 +472,9 @@ func TestVerifiedMode(t *testing.T) {
 	}
 	if resp, _, _ := getToken(t, h, "/token?user_id=a&user_id=b", bearer(idTok)...); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("user_id twice: status %d", resp.StatusCode)
+	}
+	if resp, _, _ := getToken(t, h, "/token?user_id=%zz", bearer(idTok)...); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("user_id badly encoded: status %d", resp.StatusCode)
 	}
 
 	now := time.Now().Unix()

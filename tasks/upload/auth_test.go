@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
 	"github.com/taskrun/taskrun/internal/keys"
 )
 
@@ -106,5 +109,87 @@ func TestAuth(t *testing.T) {
 	}
 	if strings.Contains(h.Logs.String(), good) {
 		t.Error("a token appears in the logs")
+	}
+}
+
+// joseTokenKID signs claims as given, with go-jose and the deployment's
+// private key, so that tokens Sign would refuse (an empty subject) can be
+// sent.
+func joseTokenKID(t testing.TB, privB64, kid string, claims map[string]any) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(privB64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key jose.JSONWebKey
+	if err := key.UnmarshalJSON(raw); err != nil || key.KeyID != kid {
+		t.Fatalf("the private JWK: %v, kid %q", err, key.KeyID)
+	}
+	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(sg).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestAuthTightened: with TOKEN_ISSUER set, a token must name it; iat may
+// not be later than now plus the skew; sub may not be empty.
+func TestAuthTightened(t *testing.T) {
+	vars, set := testKeys(t)
+	const issuer = "https://app.example.test"
+	vars[keys.IssuerVar] = issuer
+	h := newHost(t, nil, vars)
+	now := time.Now().Unix()
+	claims := func(change map[string]any) map[string]any {
+		c := map[string]any{"sub": "user-1", "aud": testAudience, "iss": issuer, "iat": now, "exp": now + 300}
+		for k, v := range change {
+			if v == nil {
+				delete(c, k)
+			} else {
+				c[k] = v
+			}
+		}
+		return c
+	}
+	priv := vars[keys.PrivateVar]
+	kid := set.SigningKID()
+	batch := `{"batch":[{"op":"PUT","table":"lists","id":"t1","data":{"n":1}}]}`
+	for _, tc := range []struct {
+		name   string
+		change map[string]any
+		status int
+		errHas string
+	}{
+		{"valid", nil, 200, ""},
+		{"iat 60 s ahead (skew)", map[string]any{"iat": now + 60}, 200, ""},
+		{"other issuer", map[string]any{"iss": "https://evil.example.test"}, 401, `"iss"`},
+		{"no issuer", map[string]any{"iss": nil}, 401, `"iss"`},
+		{"iat beyond the skew", map[string]any{"iat": now + 120}, 401, `"iat"`},
+		{"empty sub", map[string]any{"sub": ""}, 401, `"sub"`},
+		{"no sub", map[string]any{"sub": nil}, 401, `"sub"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := joseTokenKID(t, priv, kid, claims(tc.change))
+			status, m, _ := h.post(t, batch, "Content-Type", "application/json", "Authorization", "Bearer "+tok)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %v", status, tc.status, m)
+			}
+			if msg, _ := m["error"].(string); !strings.Contains(msg, tc.errHas) {
+				t.Errorf("error %q does not contain %q", msg, tc.errHas)
+			}
+		})
+	}
+	// The deployment's own /token tokens carry its issuer: Sign with it passes.
+	c := keys.Claims{Subject: "user-2", Issuer: issuer, Audience: []string{testAudience}, IssuedAt: now, ExpiresAt: now + 60}
+	tok, err := set.Sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, m, _ := h.post(t, batch, "Content-Type", "application/json", "Authorization", "Bearer "+tok); status != 200 {
+		t.Errorf("a token of the deployment's issuer: status %d %v", status, m)
 	}
 }

@@ -66,6 +66,8 @@ func New(hook Hook) runtime.Task {
 	}
 	vars = append(vars, store.Vars...)
 	vars = append(vars, keys.Vars...)
+	vars = append(vars, runtime.Var{Name: keys.IssuerVar, Optional: true,
+		Help: "the issuer (iss) of this deployment's tokens; when set, upload refuses tokens that do not name it"})
 	return runtime.Task{
 		Name:        "upload",
 		Description: "PowerSync uploadData(): applies a client's batch of PUT/PATCH/DELETE operations to MongoDB",
@@ -97,6 +99,7 @@ type task struct {
 	maxOps      int
 	auth        bool
 	audience    string
+	issuer      string // "": tokens need not name one
 	keys        *keys.Set
 	counter     *runtime.Counter
 	dbErrors    *runtime.Counter
@@ -192,6 +195,7 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 		if t.audience == "" {
 			bad("%s is unset: it is the audience that upload tokens must name (or set %s=off in development)", VarAudience, VarAuth)
 		}
+		t.issuer = strings.TrimSpace(dep.Get(keys.IssuerVar))
 		k, err := keys.Load(s)
 		if err != nil {
 			bad("%w", err)
@@ -259,7 +263,9 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 }
 
 // authenticate accepts "Authorization: Bearer <jwt>" or "Token <jwt>" with
-// a token of this deployment's keys and audience, and returns its subject.
+// a token of this deployment's keys and audience (and issuer, when
+// TOKEN_ISSUER is set), checked as the PowerSync service checks it, and
+// returns its subject.
 func (t *task) authenticate(c echo.Context, env *runtime.Env) (any, error) {
 	if !t.auth {
 		return "", nil
@@ -271,7 +277,7 @@ func (t *task) authenticate(c echo.Context, env *runtime.Env) (any, error) {
 		return nil, runtime.Unauthorized("missing token: send Authorization: Bearer <token from /token>").
 			WithHeader("WWW-Authenticate", `Bearer realm="upload"`)
 	}
-	claims, err := t.keys.Verify(token, t.audience, time.Now())
+	claims, err := t.keys.VerifyWith(token, keys.VerifyOptions{Audience: t.audience, Issuer: t.issuer, MaxLifetime: keys.MaxLifetime})
 	if err != nil {
 		env.Log.Info().Err(err).Msg("token refused")
 		msg := "invalid token"

@@ -1,6 +1,7 @@
 // Package pstest verifies PowerSync tokens for tests the way the PowerSync
-// service does, independently of package keys: it parses the JWKS and
-// checks signatures with go-jose, and the claims with its own code.
+// service does, without package keys: go-jose parses the JWKS, checks the
+// signature and validates the registered claims (aud, exp, nbf, iat with
+// 60 s of leeway); this package adds only the service's own rules.
 package pstest
 
 import (
@@ -8,11 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"slices"
 	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 var supported = []jose.SignatureAlgorithm{
@@ -25,8 +27,8 @@ var supported = []jose.SignatureAlgorithm{
 //     "sig" and key_ops (if any) has "verify";
 //   - the header's kid is present and names a JWKS key, whose alg (if any)
 //     equals the header's alg; the signature verifies with that key;
-//   - sub, iat and exp are present; exp is after now - 60 s; nbf (if any)
-//     before now + 60 s;
+//   - sub, iat and exp are present; exp is after now - 60 s; nbf and iat
+//     (if any) before now + 60 s;
 //   - aud (a string or an array) contains audience;
 //   - exp - iat <= 86400;
 //   - parameters, if present, is an object.
@@ -51,7 +53,7 @@ func Verify(jwks []byte, token, audience string, now time.Time) (header map[stri
 		if meta.Use != nil && *meta.Use != "sig" {
 			continue
 		}
-		if meta.KeyOps != nil && !contains(meta.KeyOps, "verify") {
+		if meta.KeyOps != nil && !slices.Contains(meta.KeyOps, "verify") {
 			continue
 		}
 		var k jose.JSONWebKey
@@ -63,14 +65,11 @@ func Verify(jwks []byte, token, audience string, now time.Time) (header map[stri
 		}
 		byKID[k.KeyID] = k
 	}
-	jws, err := jose.ParseSigned(token, supported)
+	tok, err := jwt.ParseSigned(token, supported)
 	if err != nil {
 		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
-	if len(jws.Signatures) != 1 {
-		return nil, nil, errors.New("want one signature")
-	}
-	h := jws.Signatures[0].Protected
+	h := tok.Headers[0]
 	if h.KeyID == "" {
 		return nil, nil, errors.New("no kid")
 	}
@@ -81,81 +80,35 @@ func Verify(jwks []byte, token, audience string, now time.Time) (header map[stri
 	if key.Algorithm != "" && key.Algorithm != h.Algorithm {
 		return nil, nil, fmt.Errorf("alg %s, key says %s", h.Algorithm, key.Algorithm)
 	}
-	payload, err := jws.Verify(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signature: %w", err)
+	var c jwt.Claims
+	if err := tok.Claims(key, &c, &claims); err != nil {
+		return nil, nil, fmt.Errorf("signature or claims: %w", err)
 	}
-	rawHeader := strings.SplitN(token, ".", 2)[0]
-	header, err = decodeSegment(rawHeader)
-	if err != nil {
+	n := now.Truncate(time.Second)
+	if err := c.ValidateWithLeeway(jwt.Expected{AnyAudience: jwt.Audience{audience}, Time: n}, 60*time.Second); err != nil {
 		return nil, nil, err
 	}
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		return nil, nil, fmt.Errorf("payload: %w", err)
+	// The service's own rules, which go-jose's validation does not make.
+	if c.Subject == "" || c.IssuedAt == nil || c.Expiry == nil {
+		return nil, nil, errors.New("missing sub, iat or exp")
 	}
-	for _, c := range []string{"sub", "iat", "exp"} {
-		if _, ok := claims[c]; !ok {
-			return nil, nil, fmt.Errorf("missing %s", c)
-		}
+	if !c.Expiry.Time().After(n.Add(-60 * time.Second)) {
+		return nil, nil, errors.New("expired (exp <= now - 60 s)")
 	}
-	iat, ok1 := claims["iat"].(float64)
-	exp, ok2 := claims["exp"].(float64)
-	if !ok1 || !ok2 {
-		return nil, nil, errors.New("iat or exp not a number")
-	}
-	n := math.Floor(float64(now.UnixMilli()) / 1000)
-	if exp <= n-60 {
-		return nil, nil, errors.New("expired")
-	}
-	if nbf, ok := claims["nbf"].(float64); ok && nbf > n+60 {
-		return nil, nil, errors.New("not yet valid")
-	}
-	var auds []any
-	switch a := claims["aud"].(type) {
-	case string:
-		auds = []any{a}
-	case []any:
-		auds = a
-	case nil:
-		return nil, nil, errors.New("missing aud")
-	}
-	found := false
-	for _, a := range auds {
-		found = found || a == audience
-	}
-	if !found {
-		return nil, nil, fmt.Errorf("aud %v lacks %q", claims["aud"], audience)
-	}
-	if exp-iat > 86400 {
-		return nil, nil, fmt.Errorf("lifetime %gs over 86400", exp-iat)
+	if *c.Expiry-*c.IssuedAt > 86400 {
+		return nil, nil, fmt.Errorf("lifetime %ds over 86400", *c.Expiry-*c.IssuedAt)
 	}
 	if p, ok := claims["parameters"]; ok && p != nil {
 		if _, obj := p.(map[string]any); !obj {
 			return nil, nil, errors.New("parameters not an object")
 		}
 	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.SplitN(token, ".", 2)[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := json.Unmarshal(raw, &header); err != nil {
+		return nil, nil, err
+	}
 	return header, claims, nil
 }
-
-func decodeSegment(s string) (map[string]any, error) {
-	b, err := base64URL(s)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
