@@ -492,7 +492,14 @@ func copyNode(n *yaml.Node, done map[*yaml.Node]*yaml.Node) *yaml.Node {
 
 // ReadEnvFile parses a dotenv file: KEY=VALUE lines, # comments, optional
 // "export ", values optionally in single or double quotes. Nothing is
-// expanded. Parse errors name the line, never its value.
+// expanded or unescaped. Parse errors name the line, never its value.
+//
+// It is the standard library's bufio and strings rather than the dotenv
+// reader viper brings (github.com/subosito/gotenv), which is not as strict:
+// it expands $NAME from the process environment inside values (a password
+// holding "$" would change silently), turns \n into a newline in double
+// quotes, accepts "KEY: value" and values spanning lines, and echoes the
+// offending line, secret included, in its errors.
 func ReadEnvFile(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

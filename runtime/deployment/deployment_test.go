@@ -372,6 +372,8 @@ HASH=abc#def
 EMPTY=
 QUOTED_EMPTY=""
 lower_case=ok
+DOLLAR=pa$SWORD${HOME}
+DQ_BACKSLASH="a\nb"
 `)
 	got, err := deployment.ReadEnvFile(path)
 	if err != nil {
@@ -381,6 +383,7 @@ lower_case=ok
 		"PLAIN": "value", "SPACED": "spaced value", "EXPORTED": "yes", "DQ": "double quoted",
 		"SQ": "single quoted", "MIXED": `"not closed'`, "EQUALS": "a=b=c", "HASH": "abc#def",
 		"EMPTY": "", "QUOTED_EMPTY": "", "lower_case": "ok",
+		"DOLLAR": "pa$SWORD${HOME}", "DQ_BACKSLASH": `a\nb`, // nothing expanded or unescaped
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v\nwant %v", got, want)
@@ -391,10 +394,11 @@ lower_case=ok
 		"OK=1\n\n1BAD=hunter2-secret-line\n",
 		"OK=1\n# c\n\nexport\nX=hunter2-secret-line\n",
 		"OK=1\nBAD NAME=hunter2-secret-line\n",
+		"OK=1\nCOLON: hunter2-secret-line\n",
 	} {
 		writeFile(t, path, bad)
 		_, err := deployment.ReadEnvFile(path)
-		wantLine := []string{":2:", ":3:", ":4:", ":2:"}[i]
+		wantLine := []string{":2:", ":3:", ":4:", ":2:", ":2:"}[i]
 		if err == nil || !strings.Contains(err.Error(), path+wantLine) {
 			t.Errorf("bad file %d: error %v, want line %s", i, err, wantLine)
 			continue
