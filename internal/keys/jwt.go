@@ -46,13 +46,6 @@ type Claims struct {
 	Parameters map[string]any
 }
 
-// payload is a token's JSON as verified: go-jose's registered claims and
-// PowerSync's "parameters".
-type payload struct {
-	jwt.Claims
-	Parameters any `json:"parameters,omitempty"`
-}
-
 // signedClaims is a token's JSON as signed: plain fields, which
 // encoding/json writes with less work than jwt.Claims' marshalers.
 type signedClaims struct {
@@ -213,12 +206,12 @@ func (k *Set) VerifyWith(token string, o VerifyOptions) (*Claims, error) {
 	if _, ok := h.ExtraHeaders["b64"]; ok {
 		return nil, invalid(`unsupported "b64" header`)
 	}
-	var p payload
+	var p jwt.Claims
 	var extra struct {
 		Parameters json.RawMessage `json:"parameters"`
 	}
 	claims := func(key *Key) error {
-		p, extra.Parameters = payload{}, nil
+		p, extra.Parameters = jwt.Claims{}, nil
 		return tok.Claims(key.pub, &p, &extra)
 	}
 	var key *Key
@@ -270,7 +263,7 @@ func (k *Key) matchesAlg(alg string) bool {
 
 // checkClaims applies PowerSync's rules to verified claims; go-jose's
 // validation checks iss, aud, exp, nbf and iat with the skew.
-func checkClaims(p *payload, params json.RawMessage, o VerifyOptions) (*Claims, error) {
+func checkClaims(p *jwt.Claims, params json.RawMessage, o VerifyOptions) (*Claims, error) {
 	now := o.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -288,7 +281,7 @@ func checkClaims(p *payload, params json.RawMessage, o VerifyOptions) (*Claims, 
 	case o.Audience == "":
 		return nil, invalid("no audience to check the token against")
 	}
-	err := p.Claims.ValidateWithLeeway(jwt.Expected{Issuer: o.Issuer, AnyAudience: jwt.Audience{o.Audience}, Time: now}, ClockSkew)
+	err := p.ValidateWithLeeway(jwt.Expected{Issuer: o.Issuer, AnyAudience: jwt.Audience{o.Audience}, Time: now}, ClockSkew)
 	switch {
 	case errors.Is(err, jwt.ErrInvalidIssuer):
 		return nil, invalid(`unexpected "iss"`)
