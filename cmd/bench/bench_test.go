@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -517,5 +521,58 @@ func TestSmoke(t *testing.T) {
 	}
 	if strings.Contains(stdout.String(), "ERROR") {
 		t.Errorf("a measurement failed:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+}
+
+func TestParseWrk(t *testing.T) {
+	var out strings.Builder
+	out.WriteString("Running 1s test @ http://127.0.0.1:1/jwks\nWRK_SUMMARY 20000 1000000 3 1\n")
+	for i := 1; i <= 1000; i++ {
+		fmt.Fprintf(&out, "WRK_Q %d\n", 100+i)
+	}
+	st, err := parseWrk([]byte(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.N != 20000 || st.Elapsed != time.Second || st.Errors != 4 || !strings.Contains(st.FirstErr, "3 non-2xx") {
+		t.Errorf("summary: %+v", st)
+	}
+	if st.Rate() != 20000 || st.Percentile(50) != 600*time.Microsecond || st.Percentile(99) != 1090*time.Microsecond {
+		t.Errorf("rate %v, p50 %v, p99 %v", st.Rate(), st.Percentile(50), st.Percentile(99))
+	}
+	if _, err := parseWrk([]byte("unable to connect to 127.0.0.1:1 Connection refused\n")); err == nil {
+		t.Error("output without a summary should be an error")
+	}
+}
+
+// wrk, when installed, drives a real server: the script's unique paths and
+// its quantiles come back.
+func TestWrkLoad(t *testing.T) {
+	bin := wrkPath()
+	if bin == "" {
+		t.Skip("wrk is not installed (apt-get install wrk); the benchmark falls back to the Go client")
+	}
+	var mu sync.Mutex
+	paths := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths[r.URL.RawQuery] = true
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	st := wrkLoad{bin: bin, dir: t.TempDir(), base: srv.URL, path: "/token?user_id=u-", unique: true, conns: 4, thread: 2}.run(context.Background(), time.Second)
+	if st.Errors != 0 || st.N < 100 || len(st.Lat) == 0 {
+		t.Fatalf("wrk load: %+v", st.FirstErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	threads := map[string]bool{}
+	for p := range paths {
+		if rest, ok := strings.CutPrefix(p, "user_id=u-"); ok {
+			threads[strings.SplitN(rest, "-", 2)[0]] = true
+		}
+	}
+	if len(paths) < st.N*9/10 || len(threads) != 2 {
+		t.Errorf("%d distinct paths for %d requests from %d threads; want each request's own, from both threads", len(paths), st.N, len(threads))
 	}
 }

@@ -21,6 +21,15 @@ type Stats struct {
 	Elapsed  time.Duration // wall time of the measured phase
 	Lat      []time.Duration
 	CPU      time.Duration // of the server process, when Load.CPU is set
+	GenCPU   time.Duration // of the load generator, when it is a process (wrk)
+}
+
+// GenCores is how many cores the load generator kept busy (0: unknown).
+func (s Stats) GenCores() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return s.GenCPU.Seconds() / s.Elapsed.Seconds()
 }
 
 // CPUPerOp is the server's CPU time per operation, 0 when unknown.
@@ -80,12 +89,18 @@ type Load struct {
 	// CPU, if set, returns the CPU time the server has used so far: the
 	// statistics then include its CPU time during the measured phase.
 	CPU func() time.Duration
+	// Ext, if set, generates the load itself (wrk) for d instead of the
+	// workers and Do.
+	Ext func(ctx context.Context, d time.Duration) Stats
 }
 
 // Run runs the load and returns the measured phase's statistics.
 func (l Load) Run(ctx context.Context) Stats {
 	if l.Workers < 1 {
 		l.Workers = 1
+	}
+	if l.Ext != nil {
+		return l.runExt(ctx)
 	}
 	next := make([]int, l.Workers) // per worker operation counter, across phases
 	switch {
@@ -104,6 +119,24 @@ func (l Load) Run(ctx context.Context) Stats {
 	}
 	if l.Log != nil {
 		l.Log("  %d in %s: %s/s, p50 %s, p99 %s, %d errors", st.N, st.Elapsed.Round(time.Millisecond), human(st.Rate()), dur(st.Percentile(50)), dur(st.Percentile(99)), st.Errors)
+	}
+	return st
+}
+
+func (l Load) runExt(ctx context.Context) Stats {
+	if l.Warmup > 0 {
+		l.Ext(ctx, l.Warmup)
+	}
+	var cpu0 time.Duration
+	if l.CPU != nil {
+		cpu0 = l.CPU()
+	}
+	st := l.Ext(ctx, l.Duration)
+	if l.CPU != nil {
+		st.CPU = l.CPU() - cpu0
+	}
+	if l.Log != nil {
+		l.Log("  %d in %s: %s/s, p50 %s, p99 %s, %d errors (wrk: %.2f cores)", st.N, st.Elapsed.Round(time.Millisecond), human(st.Rate()), dur(st.Percentile(50)), dur(st.Percentile(99)), st.Errors, st.GenCores())
 	}
 	return st
 }
@@ -179,6 +212,7 @@ func (s Stats) merge(o Stats) Stats {
 	}
 	s.Elapsed += o.Elapsed
 	s.CPU += o.CPU
+	s.GenCPU += o.GenCPU
 	s.Lat = append(s.Lat, o.Lat...)
 	slices.Sort(s.Lat)
 	return s

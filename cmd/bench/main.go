@@ -70,6 +70,8 @@ type config struct {
 	profileDir  string
 	largeOps    int
 	baseline    string // git revision whose runtime GET /token is compared with
+	wrkThreads  int
+	goClient    bool // -go-client: the Go client even when wrk is installed
 }
 
 // sections, in the order they run.
@@ -129,6 +131,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxRequests, "max-requests", 2_000_000, "upper bound on the requests of one measurement")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary project folder")
 	fs.StringVar(&c.baseline, "baseline", "", "a git revision: also measure GET /token on the runtime built from it, alternately with this one (before/after a change)")
+	fs.IntVar(&c.wrkThreads, "wrk-threads", 2, "threads of wrk, when it generates the GET loads")
+	fs.BoolVar(&c.goClient, "go-client", false, "generate the GET loads with the Go client even when wrk is installed")
 	fs.StringVar(&c.profileDir, "profile", "", "folder for CPU profiles: the runtimes then run inside this binary (`bench runtime`, same tasks), each profiled, and so does the store")
 	sizes := fs.String("upload-sizes", "1,100,1000", "operations per upload batch, comma-separated (1 or multiples of 10)")
 	if err := fs.Parse(args); err != nil {

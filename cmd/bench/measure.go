@@ -230,19 +230,36 @@ func (b *bench) measureMain(ctx context.Context) error {
 // rounds is how many times paired measurements alternate.
 const rounds = 3
 
-// getLoad is a closed-loop GET load on url, served by p.
-func (b *bench) getLoad(c *http.Client, p *proc, url func(w, i int) string) Load {
-	return Load{
-		Workers: b.cfg.conc, Warmup: b.cfg.warmup, Duration: b.cfg.duration, Max: b.cfg.maxRequests, Log: b.logf, CPU: p.cpu,
-		Do: func(ctx context.Context, w, i int) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url(w, i), nil)
-			if err != nil {
-				return err
-			}
-			_, err = do(c, req, false)
-			return err
-		},
+// getLoad is a closed-loop GET load on base+path, served by p: by wrk
+// when it is installed, else by the Go client c. With unique, each
+// request's path ends in "<worker>-<n>" (a distinct token subject).
+func (b *bench) getLoad(c *http.Client, p *proc, base, path string, unique bool) Load {
+	l := Load{Workers: b.cfg.conc, Warmup: b.cfg.warmup, Duration: b.cfg.duration, Max: b.cfg.maxRequests, Log: b.logf, CPU: p.cpu}
+	if b.wrk != "" {
+		l.Ext = wrkLoad{bin: b.wrk, dir: b.tmp, base: base, path: path, unique: unique, conns: b.cfg.conc, thread: b.cfg.wrkThreads}.run
+		return l
 	}
+	l.Do = func(ctx context.Context, w, i int) error {
+		u := base + path
+		if unique {
+			u += strconv.Itoa(w) + "-" + strconv.Itoa(i)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		_, err = do(c, req, false)
+		return err
+	}
+	return l
+}
+
+// generator names the load generator of the GET rows, for their notes.
+func (b *bench) generator(st Stats) string {
+	if b.wrk == "" {
+		return "Go client (wrk not installed)"
+	}
+	return fmt.Sprintf("wrk, %.2f cores", st.GenCores())
 }
 
 func errText(st Stats) string {
@@ -289,8 +306,8 @@ func (b *bench) measureJWKS(ctx context.Context, p *proc) error {
 	cb := newClient(b.cfg.conc)
 	b.logf("jwks: through the runtime, then a bare net/http server, %d times", rounds)
 	rt, limit := paired(ctx, rounds,
-		b.getLoad(c, p, func(int, int) string { return p.addr + "/jwks" }),
-		b.getLoad(cb, bare, func(int, int) string { return bare.addr + "/jwks" }))
+		b.getLoad(c, p, p.addr, "/jwks", false),
+		b.getLoad(cb, bare, bare.addr, "/jwks", false))
 	cb.CloseIdleConnections()
 	if err := bare.stop(5 * time.Second); err != nil {
 		b.logf("%v", err)
@@ -299,8 +316,8 @@ func (b *bench) measureJWKS(ctx context.Context, p *proc) error {
 	b.rows = append(b.rows, Row{
 		Path: "GET /jwks", Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
 		Limit: limit.Rate(), LimitName: "bare net/http, same bytes", MinRatio: targetJWKS,
-		Note: fmt.Sprintf("server CPU/req %s, bare %s (%.2f); limit p50 %s p99 %s; %d B body",
-			dur(rt.CPUPerOp()), dur(limit.CPUPerOp()), cpuRatio(limit, rt), dur(limit.Percentile(50)), dur(limit.Percentile(99)), len(spec.Body)),
+		Note: fmt.Sprintf("server CPU/req %s, bare %s (%.2f); limit p50 %s p99 %s; %d B body; load: %s, its ceiling is the limit",
+			dur(rt.CPUPerOp()), dur(limit.CPUPerOp()), cpuRatio(limit, rt), dur(limit.Percentile(50)), dur(limit.Percentile(99)), len(spec.Body), b.generator(rt)),
 		Err: joinErr(errText(rt), errText(limit)),
 	})
 	return nil
@@ -351,7 +368,7 @@ func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 	b.rows = append(b.rows, Row{
 		Path: "GET /token " + alg, Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
 		Limit: limit.Rate(), LimitName: "the signature alone, all cores", MinRatio: targetToken,
-		Note: fmt.Sprintf("server CPU/req %s; one signature: p50 %s%s", dur(rt.CPUPerOp()), dur(limit.Percentile(50)), both(rt, limit.Rate(), b.jwksBare)),
+		Note: fmt.Sprintf("server CPU/req %s; one signature: p50 %s%s; load: %s, ceiling %s req/s (bare server)", dur(rt.CPUPerOp()), dur(limit.Percentile(50)), both(rt, limit.Rate(), b.jwksBare), b.generator(rt), human(b.jwksBare)),
 		Err:  errText(rt),
 	})
 	if alg != "RS256" && b.jwksBare > 0 {
@@ -372,9 +389,7 @@ func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 
 // tokenLoad is GET /token for a new user each time, served by p.
 func (b *bench) tokenLoad(c *http.Client, p *proc) Load {
-	return b.getLoad(c, p, func(w, i int) string {
-		return p.addr + "/token?user_id=user-" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-	})
+	return b.getLoad(c, p, p.addr, "/token?user_id=user-", true)
 }
 
 // measureBaseline loads GET /token on this runtime (p) and on the -baseline

@@ -56,6 +56,7 @@ type bench struct {
 
 	// Rates that other rows compare with.
 	jwksBare  float64
+	wrk       string // wrk's path; "" when the Go client generates the GET loads
 	tokenRate map[string]float64
 	signRate  map[string]float64
 	loadRSS   int64 // highest VmRSS of a runtime under load
@@ -70,6 +71,10 @@ func (b *bench) logf(format string, args ...any) {
 func (b *bench) run(ctx context.Context) (err error) {
 	start := time.Now()
 	b.tokenRate, b.signRate = map[string]float64{}, map[string]float64{}
+	if b.wrk = wrkPath(); b.wrk == "" || b.cfg.goClient {
+		b.wrk = ""
+		b.logf("WARNING: the GET rows use the Go HTTP client, which on a small machine is the limit of the jwks row itself; install wrk (apt-get install wrk) for a load generator that is not")
+	}
 	if b.repo, err = moduleRoot(); err != nil {
 		return err
 	}
