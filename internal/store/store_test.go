@@ -16,6 +16,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/rs/zerolog"
+
 	"github.com/taskrun/taskrun/internal/devstore"
 	"github.com/taskrun/taskrun/internal/store"
 	"github.com/taskrun/taskrun/internal/store/storetest"
@@ -413,5 +415,44 @@ func TestDatabase(t *testing.T) {
 	})
 	if db == nil || db.Client() != st.Client() || db.Name() != "shared_db" {
 		t.Errorf("Database = %v, want the store's own client and database shared_db", db)
+	}
+}
+
+// TestHold: a supervisor holds the development store; the deployment's
+// other processes use it, a second supervisor or deploy is refused, and
+// release stops it.
+func TestHold(t *testing.T) {
+	state := t.TempDir()
+	dep := devDeployment()
+	ctx := context.Background()
+	uri, release, err := store.Hold(ctx, dep, state, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Hold(ctx, dep, state, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "runtime dev") {
+		t.Errorf("a second Hold: %v", err)
+	}
+	if _, err := store.ClaimServing(dep, state, "http://x"); err == nil || !strings.Contains(err.Error(), "already served") {
+		t.Errorf("a deploy that is not its child: %v", err)
+	}
+	var st *store.Store
+	if _, _, err := startHost(t, dep, state, probe("probe", &st)); err != nil {
+		t.Fatal(err)
+	}
+	if st.URI() != uri {
+		t.Errorf("the host uses %s, the supervisor holds %s", st.URI(), uri)
+	}
+	if _, err := st.Database().Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Client().Disconnect(ctx)
+	release()
+	if h, err := devstore.Held(st.Dir(), devstore.StoreLock); err != nil || h != nil {
+		t.Errorf("after release the store is held: %+v %v", h, err)
+	}
+	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("the store still listens after release")
 	}
 }
