@@ -15,28 +15,7 @@ func TestNewTaskBuildsAndPasses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("compiles a copy of the module")
 	}
-	src := repoRoot(t)
-	root := t.TempDir()
-	// The sources, and what they embed (the dashboard's pages and assets).
-	goFiles := func(name string) bool {
-		for _, ext := range []string{".go", ".tmpl", ".html", ".css", ".js"} {
-			if strings.HasSuffix(name, ext) {
-				return true
-			}
-		}
-		return name == "go.mod" || name == "go.sum"
-	}
-	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(root, f), b, 0o644)
-	}
-	for _, d := range []string{"runtime", "tasks", "templates", "cmd", "internal"} {
-		copyDir(t, filepath.Join(src, d), filepath.Join(root, d), goFiles)
-	}
-	copyDir(t, filepath.Join(src, "deployments"), filepath.Join(root, "deployments"), func(n string) bool { return strings.HasSuffix(n, ".yaml") })
+	root := copyModule(t)
 
 	r := run(t, root, nil, "new", "hello_world", "--http").must(t, 0)
 	if !strings.Contains(r.stdout, "tasks/hello_world") {
@@ -75,4 +54,33 @@ func TestNewTaskBuildsAndPasses(t *testing.T) {
 	if !strings.Contains(r.stderr, "hello_world ran") {
 		t.Errorf("test output lacks the task's log line:\n%s", r.stderr)
 	}
+}
+
+// copyModule copies the module's sources and deployment files into a new
+// folder, a project a user could have.
+func copyModule(t *testing.T) string {
+	t.Helper()
+	src := repoRoot(t)
+	root := t.TempDir()
+	// The sources, and what they embed (the dashboard's pages and assets).
+	keep := func(name string) bool {
+		for _, ext := range []string{".go", ".tmpl", ".html", ".css", ".js"} {
+			if strings.HasSuffix(name, ext) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(root, f), b, 0o644)
+	}
+	for _, d := range []string{"runtime", "tasks", "templates", "cmd", "internal"} {
+		copyDir(t, filepath.Join(src, d), filepath.Join(root, d), keep)
+	}
+	copyDir(t, filepath.Join(src, "deployments"), filepath.Join(root, "deployments"), func(n string) bool { return strings.HasSuffix(n, ".yaml") })
+	return root
 }

@@ -59,6 +59,10 @@ type App struct {
 	// that only one process may serve (cmd/runtime: store.ClaimServing, for
 	// the development store). release runs at exit.
 	ServeLock func(dep *deployment.Deployment, stateDir, url string) (release func(), err error)
+	// HoldStore, if set, is called by `dev` to run the deployment's
+	// development store in the supervising process, so that it keeps
+	// running while the served processes restart (cmd/runtime: store.Hold).
+	HoldStore HoldStoreFunc
 
 	root    string   // --root
 	proj    *project // opened once by project()
@@ -70,6 +74,7 @@ type App struct {
 func (a *App) commands() []*cobra.Command {
 	return []*cobra.Command{
 		a.deployCmd(),
+		a.devCmd(),
 		a.testCmd(),
 		a.logsCmd(),
 		a.schedulesCmd(),

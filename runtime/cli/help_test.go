@@ -218,3 +218,14 @@ func TestEnvDefaults(t *testing.T) {
 		t.Errorf("env --json:\n%s", r.stdout)
 	}
 }
+
+// runtime dev checks what it can before building anything.
+func TestDevRefusals(t *testing.T) {
+	root := project(t)
+	run(t, fakeTasks(), nil, "dev", "--root", root, "--listen", "0.0.0.0:0").
+		check(t, cli.Usage, nil, []string{"runtime dev serves on a loopback address only"})
+	run(t, fakeTasks(), nil, "dev", "tseting", "--root", root).
+		check(t, cli.Usage, nil, []string{`unknown deployment "tseting" (did you mean testing?)`})
+	run(t, fakeTasks(), nil, "dev", "testing", "staging", "--root", root).
+		check(t, cli.Usage, nil, []string{"want one deployment, got 2 arguments"})
+}
