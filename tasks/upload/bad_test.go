@@ -56,6 +56,8 @@ func TestBadRequests(t *testing.T) {
 		{"table with a dot", `{"batch":[{"op":"PUT","table":"a.b","id":"a","data":{}}]}`, nil, 400, "must not contain $, . or NUL", 0},
 		{"table with NUL", `{"batch":[{"op":"PUT","table":"a\u0000b","id":"a","data":{}}]}`, nil, 400, "must not contain $, . or NUL", 0},
 		{"table too long", `{"batch":[{"op":"PUT","table":"` + strings.Repeat("t", 121) + `","id":"a","data":{}}]}`, nil, 400, "longer than 120 bytes", 0},
+		{"table the runtime's runs", `{"batch":[{"op":"PUT","table":"_runtime_runs","id":"a","data":{}}]}`, nil, 400, "_runtime_ collections are the runtime's own", 0},
+		{"table a runtime collection", `{"batch":[{"op":"DELETE","table":"_runtime_jobs","id":"a"}]}`, nil, 400, "_runtime_ collections are the runtime's own", 0},
 		{"table the dead-letter collection", `{"batch":[{"op":"PUT","table":"_powersync_refused","id":"a","data":{}}]}`, nil, 400, "_powersync collections are reserved", 0},
 		{"table a number", `{"batch":[{"op":"PUT","table":7,"id":"a","data":{}}]}`, nil, 400, "table must be a string", 0},
 		{"table and type differ", `{"batch":[{"op":"PUT","table":"lists","type":"todos","id":"a","data":{}}]}`, nil, 400, `table "lists" and type "todos" differ`, 0},

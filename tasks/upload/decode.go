@@ -422,7 +422,7 @@ func checkID(id string) error {
 
 // checkCollection refuses collection names that no client table has and
 // that would reach what they must not: system collections, operators,
-// sub-namespaces, PowerSync's own collections.
+// sub-namespaces, PowerSync's own collections, the runtime's own.
 func checkCollection(name string) error {
 	switch {
 	case name == "":
@@ -435,6 +435,8 @@ func checkCollection(name string) error {
 		return fmt.Errorf("table %s is not allowed: a table name must not contain $, . or NUL", quoteShort(name))
 	case strings.HasPrefix(name, "_powersync"):
 		return fmt.Errorf("table %s is not allowed: _powersync collections are reserved", quoteShort(name))
+	case strings.HasPrefix(name, "_runtime_"):
+		return fmt.Errorf("table %s is not allowed: _runtime_ collections are the runtime's own (runs, schedules, jobs)", quoteShort(name))
 	}
 	return nil
 }

@@ -46,9 +46,9 @@
 // or is longer than 1024 bytes, more than UPLOAD_MAX_OPS operations (413),
 // a body over the deployment's body_limit (413); and hostile content:
 // collection names that are empty, longer than 120 bytes, start with
-// "system." or "_powersync", or contain $, . or NUL; field names that start
-// with $ at any depth, contain . or are empty at the top level, or contain
-// NUL; duplicate field names; _id in data that disagrees with id; nesting
+// "system.", "_powersync" or "_runtime_" (the runtime's own), or contain
+// $, . or NUL; field names that start with $ at any depth, contain . or
+// are empty at the top level, or contain NUL; duplicate field names; _id in data that disagrees with id; nesting
 // deeper than 100 levels; invalid UTF-8 (and lone UTF-16 surrogates).
 //
 // Operations that a real client could send but that the deployment's rules

@@ -50,6 +50,8 @@ func TestInitRefuses(t *testing.T) {
 		{"unknown write concern", false, map[string]string{"UPLOAD_WRITE_CONCERN": "all"}, "UPLOAD_WRITE_CONCERN must be majority or a number"},
 		{"unknown refused mode", false, map[string]string{"UPLOAD_REFUSED": "drop"}, "UPLOAD_REFUSED must be deadletter or strict"},
 		{"hostile allow-list", false, map[string]string{"UPLOAD_ALLOW": "lists,system.users"}, "UPLOAD_ALLOW: table \"system.users\" is not allowed"},
+		{"dead letters into the runtime's runs", false, map[string]string{"UPLOAD_REFUSED_COLLECTION": "_runtime_runs"}, `UPLOAD_REFUSED_COLLECTION: invalid collection name "_runtime_runs"`},
+		{"hostile allow-list of a runtime collection", false, map[string]string{"UPLOAD_ALLOW": "lists,_runtime_runs"}, "_runtime_ collections are the runtime's own"},
 		{"zero max ops", false, map[string]string{"UPLOAD_MAX_OPS": "0"}, "UPLOAD_MAX_OPS must be a number"},
 		{"transactions flag", false, map[string]string{"UPLOAD_TRANSACTIONS": "sometimes"}, "UPLOAD_TRANSACTIONS must be true or false"},
 		{"URI without a database", false, map[string]string{"MONGO_DATABASE": "<unset>"}, "names none in its path and MONGO_DATABASE is unset"},

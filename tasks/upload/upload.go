@@ -156,7 +156,7 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 	}
 	t.refused = DefaultRefusedCol
 	if v := dep.Get(VarRefusedColl); v != "" {
-		if strings.HasPrefix(v, "system.") || strings.ContainsAny(v, "$\x00") || len(v) > MaxCollectionLen {
+		if strings.HasPrefix(v, "system.") || strings.HasPrefix(v, "_runtime_") || strings.ContainsAny(v, "$\x00") || len(v) > MaxCollectionLen {
 			bad("%s: invalid collection name %q", VarRefusedColl, v)
 		}
 		t.refused = v
