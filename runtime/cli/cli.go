@@ -76,6 +76,7 @@ func (a *App) commands() []*cobra.Command {
 		a.deployCmd(),
 		a.devCmd(),
 		a.testCmd(),
+		a.runsCmd(),
 		a.logsCmd(),
 		a.schedulesCmd(),
 		a.envCmd(),

@@ -33,6 +33,21 @@ func synopsis(c *cobra.Command) string {
 	return s
 }
 
+// wrapSynopsis breaks a synopsis longer than the help's width between
+// its flags, continuing lines under the command's arguments.
+func wrapSynopsis(s string) string {
+	var lines []string
+	cur, width := "", 2 // the indent writeHelp puts before it
+	for _, part := range strings.SplitAfter(s, "] ") {
+		if cur != "" && width+len(cur)+len(part) > helpWidth {
+			lines = append(lines, strings.TrimRight(cur, " "))
+			cur, width = "", 6
+		}
+		cur += part
+	}
+	return strings.Join(append(lines, cur), "\n      ")
+}
+
 // writeHelp prints a command's help: what it does, its usage line, its
 // subcommands, its flags, then the global ones. The README's CLI section
 // is this text (TestREADME).
@@ -60,7 +75,7 @@ func writeHelp(w io.Writer, c *cobra.Command) {
 		}
 		for _, s := range subs {
 			if len(s[0]) > width {
-				fmt.Fprintf(&b, "  %s\n  %-*s  %s\n", s[0], width, "", s[1])
+				fmt.Fprintf(&b, "  %s\n  %-*s  %s\n", wrapSynopsis(s[0]), width, "", s[1])
 			} else {
 				fmt.Fprintf(&b, "  %-*s  %s\n", width, s[0], s[1])
 			}

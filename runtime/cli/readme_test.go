@@ -47,6 +47,9 @@ func TestREADME(t *testing.T) {
 	}
 	for _, name := range append(commands(t), "") {
 		h := run(t, nil, nil, "help", name)
+		if name == "" {
+			h = r // the root's help
+		}
 		for _, l := range strings.Split(h.stdout, "\n") {
 			if utf8.RuneCountInString(l) > 100 {
 				t.Errorf("help %s has a line over 100 columns:\n%s", name, l)
