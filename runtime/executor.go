@@ -135,7 +135,7 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 		timeout = DefaultTimeout
 	}
 	// Start has the precision of a BSON date, so that every store keeps
-	// it as is; the duration is measured on the monotonic clock.
+	// it as is; the duration is the task's own, on the monotonic clock.
 	started := time.Now()
 	rec := &Record{ID: id, Task: t.Name, Deployment: x.dep.Name, Trigger: req.Trigger,
 		Schedule: req.Schedule, FireTime: req.FireTime.UTC(), JobID: req.JobID, Attempt: req.Attempt,
@@ -180,9 +180,10 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 	if inserted {
 		stopProgress = x.progress(ctx, rec, buf)
 	}
+	began := time.Now()
 	runErr := safeRun(rctx, t.Run, env)
 	out.flush()
-	rec.Duration = time.Since(started)
+	rec.Duration = time.Since(began)
 	stopProgress()
 	rec.Outcome = Succeeded
 	if runErr != nil {

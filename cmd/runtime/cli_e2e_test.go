@@ -111,7 +111,20 @@ func TestRunGenerateKeysAndLogs(t *testing.T) {
 	run(t, root, nil, "test", "generate_keys", "--params", `{not json`).must(t, 2)
 	run(t, root, nil, "test", "jwks").must(t, 2) // HTTP only
 
-	all := r.stderr + logs.stdout + bad.stdout + bad.stderr + ed.stderr
+	// MONGO_URI names a database that does not answer: the run still
+	// happens and prints its output and logs; its record cannot be kept,
+	// and the errors that say so never show the URI's password.
+	env := []string{"MONGO_URI=" + secretURI + "?serverSelectionTimeoutMS=300&connectTimeoutMS=300"}
+	down := run(t, root, env, "test", "generate_keys").must(t, 0)
+	if !strings.Contains(down.stdout, "POWERSYNC_PRIVATE_KEY=") || !strings.Contains(down.stderr, "the run store does not answer") ||
+		!strings.Contains(down.stderr, "dropped run records") {
+		t.Errorf("a run with its store down:\nstdout:\n%s\nstderr:\n%s", down.stdout, down.stderr)
+	}
+	if strings.Contains(down.stdout+down.stderr, "s3cret-pw-e2e") {
+		t.Error("the database's password shows in a run's output")
+	}
+
+	all := r.stderr + logs.stdout + bad.stdout + bad.stderr + ed.stderr + down.stderr
 	files, _ := filepath.Glob(filepath.Join(root, ".runtime", "runs", "*", "*", "*.json"))
 	records := ""
 	for _, f := range files {

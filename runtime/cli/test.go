@@ -81,7 +81,7 @@ func (a *App) test(ctx context.Context, task, depName, params string) (err error
 	}
 	fmt.Fprintf(a.Stderr, "run %s of %s %s in %s (runtime logs %s --run %s)\n", rec.ID, rec.Task, rec.Outcome, rec.Duration.Round(1000), rec.Task, rec.ID)
 	if n := core.Executor().Pending(); n > 0 {
-		fmt.Fprintf(a.Stderr, "runtime test: the run store does not answer: trying for %s more to save the record, else it is dropped (the logs above are all there is)\n", runtime.FlushTimeout)
+		fmt.Fprintf(a.Stderr, "runtime test: the run store does not answer: trying once more (up to %s) to save the record, else it is dropped (the logs above are all there is)\n", runtime.FlushTimeout)
 	}
 	if rec.Outcome != runtime.Succeeded {
 		fmt.Fprintf(a.Stderr, "runtime test: %s failed: %s\n", rec.Task, rec.Error)
