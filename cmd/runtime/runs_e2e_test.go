@@ -24,9 +24,9 @@ func TestRunsSharedByInstances(t *testing.T) {
 	sb := deploy(t, b, "testing", env...)
 
 	r := run(t, a, env, "test", "generate_keys").must(t, 0)
-	m := regexp.MustCompile(`run ([0-9a-f]{16}) of generate_keys succeeded`).FindStringSubmatch(r.stdout)
+	m := regexp.MustCompile(`run ([0-9a-f]{16}) of generate_keys succeeded`).FindStringSubmatch(r.stderr)
 	if m == nil {
-		t.Fatalf("no run summary:\n%s", r.stdout)
+		t.Fatalf("no run summary:\n%s", r.stderr)
 	}
 	id := m[1]
 	if _, err := os.Stat(a + "/.runtime/runs"); !os.IsNotExist(err) {
@@ -59,7 +59,7 @@ func TestRunsSharedByInstances(t *testing.T) {
 		t.Errorf("duration_ms %v", got["duration_ms"])
 	}
 	logs := run(t, b, env, "logs", "generate_keys").must(t, 0)
-	if !strings.Contains(logs.stdout, "run "+id) || !strings.Contains(logs.stdout, "POWERSYNC_PUBLIC_KEY=") {
+	if !strings.Contains(logs.stdout, "run "+id) || !strings.Contains(logs.stdout, "succeeded") {
 		t.Errorf("the other instance's logs:\n%s", logs.stdout)
 	}
 	// The table of the first instance has it too.
