@@ -23,9 +23,9 @@ func TestRuns(t *testing.T) {
 	var ids []string
 	for _, params := range []string{`{"n":1}`, `"fail"`, `{"n":2}`} {
 		r := run(t, tasks, nil, "test", "job", "--root", root, "--params", params)
-		m := regexp.MustCompile(`run ([0-9a-f]{16}) of job`).FindStringSubmatch(r.stdout)
+		m := regexp.MustCompile(`run ([0-9a-f]{16}) of job`).FindStringSubmatch(r.stderr)
 		if m == nil {
-			t.Fatalf("no run id:\n%s", r.stdout)
+			t.Fatalf("no run id:\n%s", r.stderr)
 		}
 		ids = append(ids, m[1])
 	}
@@ -155,7 +155,7 @@ func TestLogsFollow(t *testing.T) {
 	}
 	close(release)
 	r := <-ran
-	r.check(t, cli.Failure, []string{"second step"}, []string{"slow failed: it broke"})
+	r.check(t, cli.Failure, nil, []string{"second step", "slow failed: it broke"})
 	select {
 	case code := <-done:
 		if code != cli.OK {
