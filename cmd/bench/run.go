@@ -125,6 +125,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		fn      func(context.Context) error
 	}{
 		{"startup", b.measureStartup},
+		{"startup", b.measureTestStartup},
 		{"memory", b.measureBigBatch},
 		{"jwks", b.measureMain}, // jwks, RS256 token, uploads and decoding share one instance
 		{"token", b.measureFastTokens},
