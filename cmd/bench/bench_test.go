@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -479,6 +480,28 @@ func TestFlags(t *testing.T) {
 		if _, err := parseFlags(bad, &stderr); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+// TestBaselineRevision: -baseline names a commit of the repository, or the
+// run stops before building anything.
+func TestBaselineRevision(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	repo, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exec.Command("git", "-C", repo, "rev-parse", "HEAD").Run() != nil {
+		t.Skip("not a git checkout")
+	}
+	b := &bench{cfg: config{baseline: "no-such-revision-xyz"}, repo: repo, tmp: t.TempDir(), stderr: io.Discard}
+	if err := b.buildBaseline(context.Background()); err == nil || !strings.Contains(err.Error(), "not a commit") {
+		t.Errorf("unknown revision: %v", err)
+	}
+	if b.base != "" {
+		t.Errorf("a binary was named: %s", b.base)
 	}
 }
 
