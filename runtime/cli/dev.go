@@ -328,7 +328,9 @@ func (d *devServer) rebuild(ctx context.Context, why string) {
 // nothing) and copies the result for the child to run.
 func (d *devServer) build(ctx context.Context, n int) (string, error) {
 	out := filepath.Join(d.dir, "build", "runtime")
-	args := []string{"build", "-trimpath", "-o", out}
+	// No -trimpath: a panic's stack names the files as they are on disk,
+	// and the dependencies come from the cache of the usual builds.
+	args := []string{"build", "-o", out}
 	if len(d.tags) > 0 {
 		args = append(args, "-tags", strings.Join(d.tags, ","))
 	}
