@@ -537,6 +537,7 @@ func TestSmoke(t *testing.T) {
 		"decode+validate, 1000-op batch, in the runtime", "startup to first served request",
 		"resident memory idle", "5 MB batch", "runtime CPU per operation",
 		"upload of 100 PUTs in one batch", "upload of 20 operations the database refuses",
+		"schedule fire lateness, 3 instances",
 	} {
 		if !strings.Contains(stdout.String(), want) || !strings.Contains(string(md), want) {
 			t.Errorf("output or %s lacks %q\nstdout:\n%s", out, want, stdout.String())

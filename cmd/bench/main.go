@@ -20,7 +20,8 @@
 // server; GET /token for RS256, ES256 and EdDSA against signing on all
 // cores; POST /upload at each batch size against the same batches written
 // by the driver directly (the same number of them, on emptied collections);
-// decoding and validating. The runtime and its limit alternate in rounds, so
+// decoding and validating; the largest batches; how late scheduled runs
+// start with three instances claiming every fire time (schedules.go). The runtime and its limit alternate in rounds, so
 // that other load on the machine affects both alike; the notes give the
 // servers' CPU time per request, which such load disturbs less.
 //
@@ -75,7 +76,7 @@ type config struct {
 }
 
 // sections, in the order they run.
-var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large"}
+var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large", "schedules"}
 
 func (c *config) want(section string) bool { return len(c.only) == 0 || c.only[section] }
 

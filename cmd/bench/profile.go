@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime/pprof"
 
+	"github.com/taskrun/taskrun/internal/mongostore"
+	"github.com/taskrun/taskrun/internal/store"
 	"github.com/taskrun/taskrun/runtime/cli"
 	"github.com/taskrun/taskrun/tasks"
 )
@@ -27,7 +29,8 @@ func runtimeCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	code := cli.Main(cli.App{Args: fs.Args(), Environ: os.Environ(), Stdout: stdout, Stderr: os.Stderr, Tasks: tasks.All()})
+	code := cli.Main(cli.App{Args: fs.Args(), Environ: os.Environ(), Stdout: stdout, Stderr: os.Stderr, Tasks: tasks.All(),
+		OpenRuns: mongostore.OpenRuns, OpenSchedules: mongostore.OpenSchedules, Vars: store.Vars})
 	stop()
 	if *mem != "" {
 		f, err := os.Create(*mem)

@@ -131,6 +131,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{"token", b.measureFastTokens},
 		{"decode", b.measureDecodeBench},
 		{"large", b.measureLargeBatches},
+		{"schedules", b.measureSchedules},
 	}
 	for _, s := range steps {
 		if s.section == "jwks" {
@@ -184,7 +185,7 @@ func rowOrder(path string) int {
 }
 
 func metricOrder(name string) int {
-	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "runtime CPU", "upload of"} {
+	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "runtime CPU", "upload of", "schedule"} {
 		if strings.HasPrefix(name, p) {
 			return i
 		}
@@ -413,19 +414,25 @@ func (b *bench) deploy(alg string) (*proc, error) { return b.deployBin(b.bin, al
 
 // deployBin starts the runtime binary bin serving the deployment of alg.
 func (b *bench) deployBin(bin, alg string) (*proc, error) {
+	return b.deployNamed(bin, deploymentName(alg))
+}
+
+// deployNamed starts the runtime binary bin serving deployment dep of the
+// project.
+func (b *bench) deployNamed(bin, dep string) (*proc, error) {
 	root := filepath.Join(b.tmp, "project")
 	argv := []string{bin}
 	if b.cfg.profileDir != "" {
 		b.deploys++
-		name := fmt.Sprintf("%02d-%s", b.deploys, deploymentName(alg))
+		name := fmt.Sprintf("%02d-%s", b.deploys, dep)
 		argv = []string{b.self, "runtime",
 			"-cpuprofile", filepath.Join(b.cfg.profileDir, name+".cpu.prof"),
 			"-memprofile", filepath.Join(b.cfg.profileDir, name+".allocs.prof")}
 	}
-	argv = append(argv, "deploy", deploymentName(alg), "--listen", "127.0.0.1:0", "--root", root)
+	argv = append(argv, "deploy", dep, "--listen", "127.0.0.1:0", "--root", root)
 	b.logs++
-	log := filepath.Join(b.tmp, fmt.Sprintf("runtime-%02d-%s.log", b.logs, deploymentName(alg)))
-	return startProc("runtime "+deploymentName(alg), argv, childEnviron(), root, log, runtimeAnnounce, 60*time.Second)
+	log := filepath.Join(b.tmp, fmt.Sprintf("runtime-%02d-%s.log", b.logs, dep))
+	return startProc("runtime "+dep, argv, childEnviron(), root, log, runtimeAnnounce, 60*time.Second)
 }
 
 func (b *bench) stopRuntime(p *proc) {

@@ -34,8 +34,10 @@ const (
 	// run holds its schedule (overlap: skip) at most this long.
 	DefaultLease = 15 * time.Second
 	// DefaultKeepFires is how long fires are kept in the store at least
-	// (and three periods of the schedule).
-	DefaultKeepFires = 10 * time.Minute
+	// (and three periods of the schedule, and the last run): the run
+	// records keep the history; the development store scans a collection
+	// for each query, so it is kept short.
+	DefaultKeepFires = 2 * time.Minute
 	// StopWait is how long Stop waits, after the grace period, for the
 	// cancelled runs to return and record their end.
 	StopWait = 5 * time.Second
@@ -320,7 +322,7 @@ func (s *Scheduler) fire(sc *Schedule, at time.Time, catchup bool) bool {
 		s.m.skipped.WithLabelValues(sc.Name, "overlap").Inc()
 		return true
 	}
-	late := f.Claimed.Sub(at)
+	late := s.o.Clock.Now().Sub(at) // the claim's round trips included: when the run starts
 	s.m.lateness.WithLabelValues(sc.Name).Observe(late.Seconds())
 	log.Info().Str("run_id", f.RunID).Str("task", sc.Task).Float64("late_s", late.Seconds()).Bool("catchup", catchup).Msg("schedules: fire")
 	s.active.Add(1)
