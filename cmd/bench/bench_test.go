@@ -535,7 +535,7 @@ func TestSmoke(t *testing.T) {
 		"GET /jwks", "GET /token RS256", "GET /token ES256", "GET /token EdDSA", "EdDSA vs RS256",
 		"POST /upload x1 ", "POST /upload x10 ", "decode+validate, 1000-op batch, in process",
 		"decode+validate, 1000-op batch, in the runtime", "startup to first served request",
-		"resident memory idle", "5 MB batch", "runtime CPU per operation",
+		"resident memory idle", "5 MB batch", "runtime CPU per operation", "POST /upload x10 with rules",
 		"upload of 100 PUTs in one batch", "upload of 20 operations the database refuses",
 		"schedule fire lateness, 3 instances",
 	} {

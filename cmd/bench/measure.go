@@ -218,6 +218,9 @@ func (b *bench) measureMain(ctx context.Context) error {
 				return err
 			}
 		}
+		if err := b.measureUploadRules(ctx, p); err != nil {
+			return err
+		}
 	}
 	if b.cfg.want("decode") {
 		if err := b.measureDecode(ctx, p); err != nil {
@@ -481,25 +484,7 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 	}
 	ops := make([]atomic.Int64, conc) // operations applied, per worker
 	m := newMix(size, b.maxPatch())
-	bufs := make([][]byte, conc)
-	post := func(ctx context.Context, w, i int) error {
-		batch := m.batch(w, i, size)
-		bufs[w] = appendJSON(bufs[w][:0], batch)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.addr+"/upload", bytes.NewReader(bufs[w]))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := do(c, req, true)
-		if err == nil {
-			err = checkUploadResponse(resp)
-		}
-		if err == nil {
-			ops[w].Add(int64(size))
-		}
-		return err
-	}
+	post := uploadDo(c, p.addr, tok, m, size, ops)
 	direct := func(ctx context.Context, w, i int) error {
 		err := directWrite(ctx, b.db, m.batch(w, i, size))
 		if err == nil {
@@ -507,22 +492,7 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 		}
 		return err
 	}
-	// run loads one side of a round on empty collections and checks what
-	// it left in them.
-	run := func(l Load) (Stats, string, error) {
-		if err := b.dropWorkload(ctx); err != nil {
-			return Stats{}, "", err
-		}
-		for i := range ops {
-			ops[i].Store(0)
-		}
-		st := l.Run(ctx)
-		msg := errText(st)
-		if msg == "" {
-			msg = b.checkWorkload(ctx, ops, m)
-		}
-		return st, msg, nil
-	}
+	run := func(l Load) (Stats, string, error) { return b.runWorkload(ctx, l, ops, m) }
 
 	b.logf("upload x%d: through the runtime, then the driver directly, %d times", size, rounds)
 	var (
@@ -583,6 +553,46 @@ func (b *bench) measureUpload(ctx context.Context, p *proc, size int) error {
 	}
 	b.rows = append(b.rows, row)
 	return nil
+}
+
+// uploadDo posts worker w's batch i of size operations to the runtime at
+// addr, counting the operations applied in ops.
+func uploadDo(c *http.Client, addr, tok string, m mix, size int, ops []atomic.Int64) func(ctx context.Context, w, i int) error {
+	bufs := make([][]byte, len(ops))
+	return func(ctx context.Context, w, i int) error {
+		bufs[w] = appendJSON(bufs[w][:0], m.batch(w, i, size))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, addr+"/upload", bytes.NewReader(bufs[w]))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := do(c, req, true)
+		if err == nil {
+			err = checkUploadResponse(resp)
+		}
+		if err == nil {
+			ops[w].Add(int64(size))
+		}
+		return err
+	}
+}
+
+// runWorkload loads one side of a round on empty collections and checks
+// what it left in them.
+func (b *bench) runWorkload(ctx context.Context, l Load, ops []atomic.Int64, m mix) (Stats, string, error) {
+	if err := b.dropWorkload(ctx); err != nil {
+		return Stats{}, "", err
+	}
+	for i := range ops {
+		ops[i].Store(0)
+	}
+	st := l.Run(ctx)
+	msg := errText(st)
+	if msg == "" {
+		msg = b.checkWorkload(ctx, ops, m)
+	}
+	return st, msg, nil
 }
 
 // embeddedMaxPatch caps the PATCHes of a round on the embedded store.

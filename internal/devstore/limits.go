@@ -22,6 +22,11 @@ type Limits struct {
 	// NoDecimal128: FerretDB v1 cannot store Decimal128 values (it closes
 	// the connection).
 	NoDecimal128 bool
+	// IDOnlyFilters: FerretDB v1 on SQLite finds a document through an
+	// index only when a filter is {_id: value} alone; any other filter
+	// reads the whole collection (a write that matches nothing does, for
+	// each statement).
+	IDOnlyFilters bool
 }
 
 // FerretDBLimits are the limits of FerretDB v1: commands of 16, two
@@ -29,5 +34,5 @@ type Limits struct {
 // encoding documents of two collections runs on two cores), two batches
 // at a time.
 func FerretDBLimits() Limits {
-	return Limits{MaxStatements: 16, Parallel: 2, Slots: 2, NoTransactions: true, NoDecimal128: true}
+	return Limits{MaxStatements: 16, Parallel: 2, Slots: 2, NoTransactions: true, NoDecimal128: true, IDOnlyFilters: true}
 }

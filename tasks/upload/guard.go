@@ -1,9 +1,12 @@
 package upload
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -253,7 +256,7 @@ func settleMisses(ctx context.Context, coll *mongo.Collection, writes []*docWrit
 		} else {
 			upd++
 		}
-		if w.kind != Put && w.guard != nil && w.guard.owner != "" {
+		if w.kind != Put && w.guard != nil && w.guard.owner != "" && !w.plain {
 			guarded = append(guarded, w)
 		}
 	}
@@ -297,10 +300,196 @@ func settleDup(ctx context.Context, coll *mongo.Collection, w *docWrite, msg str
 		}
 		if n == 0 {
 			put := w.lastPut()
-			refused = []dbRefusal{{w: &docWrite{ops: []int{put.Index}}, reason: ReasonForbidden, rule: g.r.name("immutable"),
-				message: fmt.Sprintf("the document exists, and the PUT would change an immutable field (%s)", strings.Join(g.r.immutable, ", "))}}
-			return refused, w.without(put), nil
+			return []dbRefusal{immutableRefusal(g, put)}, w.without(put), nil
 		}
 	}
 	return []dbRefusal{{w: w, reason: "the database refused the write: " + msg}}, nil, nil
+}
+
+// collLocks serialize, per guarded collection, the checks and writes of
+// checkByID in this process.
+type collLocks struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex // only collections with a rule: bounded by the file
+}
+
+func (l *collLocks) lock(coll string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*sync.Mutex{}
+	}
+	mu := l.m[coll]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		l.m[coll] = mu
+	}
+	l.mu.Unlock()
+	mu.Lock()
+	return mu.Unlock
+}
+
+// checkByID is the rules' conditions for a server that finds a document
+// quickly only by {_id} alone (FerretDB v1, the development store: any
+// other filter reads the whole collection, for each statement). Each
+// guarded write's document is read by _id and the conditions checked
+// here, with MongoDB's equality; the writes then go by _id alone, while
+// the caller holds the collection's lock, so that no other batch of this
+// process comes between a check and its write. (Several processes writing
+// the same documents of one development store at once could.) It returns
+// the refusals and the writes to make: a PATCH or DELETE of a missing
+// document has nothing to do.
+func checkByID(ctx context.Context, coll *mongo.Collection, writes []*docWrite) ([]dbRefusal, []*docWrite, error) {
+	var refused []dbRefusal
+	out := make([]*docWrite, 0, len(writes))
+	for _, w := range writes {
+		g := w.guard
+		needOwner := g != nil && g.owner != ""
+		if g == nil || !needOwner && !(w.kind == Put && !w.fresh && g.hasImmutable()) {
+			w.plain = true
+			out = append(out, w)
+			continue
+		}
+		proj := bson.D{}
+		if needOwner {
+			proj = append(proj, bson.E{Key: g.owner, Value: 1})
+		}
+		for _, f := range g.r.immutable {
+			if f != g.owner {
+				proj = append(proj, bson.E{Key: f, Value: 1})
+			}
+		}
+		var doc bson.Raw
+		err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: w.id}}, options.FindOne().SetProjection(proj)).Decode(&doc)
+		missing := errors.Is(err, mongo.ErrNoDocuments)
+		if err != nil && !missing {
+			return nil, nil, err
+		}
+		for w != nil {
+			if missing {
+				if w.kind == Put {
+					w.plain = true
+					out = append(out, w)
+				}
+				break
+			}
+			if needOwner && !ownerHolds(lookup(doc, g.owner), g.value) {
+				refused = append(refused, ownerRefusal(w))
+				break
+			}
+			if w.kind == Put && !w.fresh && !g.immutableHolds(doc, w.data) {
+				put := w.lastPut()
+				refused = append(refused, immutableRefusal(g, put))
+				w = w.without(put)
+				continue
+			}
+			w.plain = true
+			out = append(out, w)
+			break
+		}
+	}
+	return refused, out, nil
+}
+
+func lookup(doc bson.Raw, key string) bson.RawValue {
+	v, err := doc.LookupErr(key)
+	if err != nil {
+		return bson.RawValue{}
+	}
+	return v
+}
+
+// ownerHolds is {owner: want} of a stored value: equal, or an array that
+// holds it.
+func ownerHolds(v bson.RawValue, want any) bool {
+	if rawEqual(v, want) {
+		return true
+	}
+	if v.Type != bson.TypeArray {
+		return false
+	}
+	vals, err := v.Array().Values()
+	if err != nil {
+		return false
+	}
+	for _, e := range vals {
+		if rawEqual(e, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// immutableHolds is immutableConds evaluated on a stored document.
+func (g *guard) immutableHolds(doc bson.Raw, data bson.D) bool {
+	for _, f := range g.r.immutable {
+		if f == g.owner {
+			continue
+		}
+		var v any
+		for _, e := range data {
+			if e.Key == f {
+				v = e.Value
+				break
+			}
+		}
+		stored := lookup(doc, f)
+		_, arr := v.(bson.A)
+		switch {
+		case stored.Type == bson.TypeArray && !arr:
+			return false
+		case v == nil:
+			if stored.Type != 0 && stored.Type != bson.TypeNull {
+				return false
+			}
+		case !rawEqual(stored, v):
+			return false
+		}
+	}
+	return true
+}
+
+// rawEqual compares a stored value with a value to write as MongoDB's
+// equality does: the same BSON, or numbers of equal value.
+func rawEqual(v bson.RawValue, want any) bool {
+	if v.Type == 0 {
+		return false
+	}
+	if want == nil {
+		return v.Type == bson.TypeNull
+	}
+	t, b, err := bson.MarshalValue(want)
+	if err != nil {
+		return false
+	}
+	if v.Type == t && bytes.Equal(v.Value, b) {
+		return true
+	}
+	w := bson.RawValue{Type: t, Value: b}
+	if vi, ok := v.AsInt64OK(); ok {
+		if wi, ok := w.AsInt64OK(); ok && isInt(v.Type) && isInt(t) {
+			return vi == wi
+		}
+	}
+	vf, ok1 := asFloat(v)
+	wf, ok2 := asFloat(w)
+	return ok1 && ok2 && vf == wf
+}
+
+func isInt(t bson.Type) bool { return t == bson.TypeInt32 || t == bson.TypeInt64 }
+
+func asFloat(v bson.RawValue) (float64, bool) {
+	switch v.Type {
+	case bson.TypeDouble:
+		return v.Double(), true
+	case bson.TypeInt32:
+		return float64(v.Int32()), true
+	case bson.TypeInt64:
+		return float64(v.Int64()), true
+	}
+	return 0, false
+}
+
+func immutableRefusal(g *guard, put *Op) dbRefusal {
+	return dbRefusal{w: &docWrite{ops: []int{put.Index}}, reason: ReasonForbidden, rule: g.r.name("immutable"),
+		message: fmt.Sprintf("the document exists, and the PUT would change an immutable field (%s)", strings.Join(g.r.immutable, ", "))}
 }

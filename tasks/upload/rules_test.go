@@ -46,6 +46,14 @@ type rulesHost struct {
 
 func newRulesHost(t testing.TB, yamlText string, vars map[string]string) *rulesHost {
 	t.Helper()
+	return newRulesHostFilters(t, yamlText, vars, false)
+}
+
+// newRulesHostFilters is newRulesHost that, with filters, puts the rules'
+// conditions in the writes' filters even on FerretDB (as on MongoDB),
+// rather than checking them by _id (checkByID).
+func newRulesHostFilters(t testing.TB, yamlText string, vars map[string]string, filters bool) *rulesHost {
+	t.Helper()
 	kv, set := testKeys(t)
 	delete(kv, "UPLOAD_ALLOW")
 	name := storetest.DatabaseName(t)
@@ -60,7 +68,7 @@ func newRulesHost(t testing.TB, yamlText string, vars map[string]string) *rulesH
 	if err := dep.SetSections("deployments/testing.yaml", []byte(yamlText)); err != nil {
 		t.Fatal(err)
 	}
-	h := runtimetest.New(t, dep, New(nil))
+	h := runtimetest.New(t, dep, newTask(&task{filtersAlways: filters}))
 	return &rulesHost{testHost: &testHost{Host: h, db: storetest.Client(t).Database(name)}, set: set}
 }
 
@@ -267,8 +275,23 @@ func checkBobApplied(t *testing.T, db *mongo.Database) {
 // attack is refused, per operation, with reason and rule; A's documents
 // stay byte for byte as they were; B's operations are applied.
 func TestRulesCrossUserCorpus(t *testing.T) {
+	for _, filters := range []bool{false, true} {
+		t.Run(writeWay(filters), func(t *testing.T) { testCorpus(t, filters) })
+	}
+}
+
+// writeWay names the two ways of checking the rules' conditions: in the
+// filters (MongoDB), by _id (FerretDB: the default where the tests run on it).
+func writeWay(filters bool) string {
+	if filters || storetest.Real() {
+		return "filters"
+	}
+	return "by_id"
+}
+
+func testCorpus(t *testing.T, filters bool) {
 	t.Run("alone", func(t *testing.T) {
-		h := newRulesHost(t, corpusRules, nil)
+		h := newRulesHostFilters(t, corpusRules, nil, filters)
 		seedCorpus(t, h)
 		before := snapshot(t, h.db, protected)
 		lb1 := snapshot(t, h.db, map[string][]string{"lists": {"lb1"}})
@@ -314,7 +337,7 @@ func TestRulesCrossUserCorpus(t *testing.T) {
 	})
 
 	t.Run("mixed", func(t *testing.T) {
-		h := newRulesHost(t, corpusRules, nil)
+		h := newRulesHostFilters(t, corpusRules, nil, filters)
 		seedCorpus(t, h)
 		before := snapshot(t, h.db, protected)
 		// Interleave: legit, attack, legit, attack, ... Attacks on the
@@ -375,7 +398,13 @@ func TestRulesCrossUserCorpus(t *testing.T) {
 // into the effect of the others on the same document, whether the rule
 // refuses it before the write or at the write.
 func TestRulesFolding(t *testing.T) {
-	h := newRulesHost(t, corpusRules, nil)
+	for _, filters := range []bool{false, true} {
+		t.Run(writeWay(filters), func(t *testing.T) { testFolding(t, filters) })
+	}
+}
+
+func testFolding(t *testing.T, filters bool) {
+	h := newRulesHostFilters(t, corpusRules, nil, filters)
 	seedCorpus(t, h)
 	h.mustApplyAs(t, "bob", batchOf(`{"op":"PUT","table":"lists","id":"lb2","data":{"name":"old","owner_id":"bob","created_at":"2020-01-01T00:00:00Z"}}`))
 	before := snapshot(t, h.db, protected)

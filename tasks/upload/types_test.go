@@ -153,3 +153,59 @@ func TestConvertPaths(t *testing.T) {
 		t.Errorf("%v %v", data, err)
 	}
 }
+
+// TestRawEqual: checkByID's equality is MongoDB's: numbers by value, an
+// owner array holding the caller, null as missing for immutable fields,
+// never an array for a value that is not one.
+func TestRawEqual(t *testing.T) {
+	raw := func(v any) bson.RawValue {
+		if v == nil {
+			return bson.RawValue{Type: bson.TypeNull}
+		}
+		ty, b, err := bson.MarshalValue(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bson.RawValue{Type: ty, Value: b}
+	}
+	for _, tc := range []struct {
+		stored, want any
+		eq           bool
+	}{
+		{"a", "a", true}, {"a", "b", false}, {int32(1), int64(1), true}, {int64(1), 1.0, true},
+		{1.5, int32(1), false}, {"1", int32(1), false}, {bson.A{"a"}, bson.A{"a"}, true}, {bson.A{"a"}, "a", false},
+		{bson.D{{Key: "x", Value: "y"}}, bson.D{{Key: "x", Value: "y"}}, true}, {nil, nil, true}, {nil, "a", false},
+	} {
+		if got := rawEqual(raw(tc.stored), tc.want); got != tc.eq {
+			t.Errorf("rawEqual(%v, %v) = %t", tc.stored, tc.want, got)
+		}
+	}
+	if !ownerHolds(raw(bson.A{"x", "bob"}), "bob") || ownerHolds(raw(bson.A{"x"}), "bob") || ownerHolds(bson.RawValue{}, "bob") {
+		t.Error("ownerHolds")
+	}
+	g := &guard{r: &rule{immutable: []string{"c", "tags"}}}
+	doc := func(d bson.D) bson.Raw {
+		b, err := bson.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		stored, data bson.D
+		holds        bool
+	}{
+		{bson.D{{Key: "c", Value: "X"}}, bson.D{{Key: "c", Value: "X"}}, true},
+		{bson.D{{Key: "c", Value: "X"}}, bson.D{{Key: "c", Value: "Y"}}, false},
+		{bson.D{{Key: "c", Value: "X"}}, bson.D{}, false},
+		{bson.D{}, bson.D{{Key: "c", Value: nil}}, true},
+		{bson.D{{Key: "c", Value: nil}}, bson.D{}, true},
+		{bson.D{{Key: "tags", Value: bson.A{"x"}}}, bson.D{{Key: "tags", Value: "x"}}, false},
+		{bson.D{{Key: "tags", Value: bson.A{"x"}}}, bson.D{{Key: "tags", Value: bson.A{"x"}}}, true},
+		{bson.D{}, bson.D{{Key: "c", Value: "X"}}, false},
+	} {
+		if got := g.immutableHolds(doc(tc.stored), tc.data); got != tc.holds {
+			t.Errorf("immutableHolds(%v, %v) = %t", tc.stored, tc.data, got)
+		}
+	}
+}

@@ -51,8 +51,10 @@ func Task() runtime.Task { return New(Customise) }
 
 // New returns the upload task with hook as its customisation point (nil:
 // none).
-func New(hook Hook) runtime.Task {
-	t := &task{hook: hook}
+func New(hook Hook) runtime.Task { return newTask(&task{hook: hook}) }
+
+// newTask builds the task around t.
+func newTask(t *task) runtime.Task {
 	vars := []runtime.Var{
 		{Name: VarAudience, Optional: true, Help: "the PowerSync service URL: the audience tokens must name (required unless UPLOAD_AUTH=off)"},
 		{Name: VarAuth, Optional: true, Help: "on (default): callers need a token from /token; off: anyone may write (development only)", Default: "on"},
@@ -92,6 +94,11 @@ type task struct {
 	strict    bool
 	allow     map[string]bool // nil: any
 	rules     *rules          // nil: none (development only)
+	// locks serialize the checks and writes of guarded collections on a
+	// server with IDOnlyFilters (checkByID); filtersAlways puts the
+	// conditions in the filters there too (tests of both ways).
+	locks         collLocks
+	filtersAlways bool
 	// decimalText: the server is FerretDB, which has no Decimal128 (see
 	// convertTypes); asked at start and, if it could not tell then, per batch.
 	decimalText bool
@@ -384,7 +391,11 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 		if lim.Parallel > 0 {
 			parallel = lim.Parallel
 		}
-		dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, lim.MaxStatements, parallel)
+		var locks *collLocks
+		if lim.IDOnlyFilters && !t.filtersAlways {
+			locks = &t.locks
+		}
+		dbRefused, err = writeAll(ctx, t.db, t.collOpts, colls, lim.MaxStatements, parallel, locks)
 		if err == nil && !(t.strict && len(dbRefused) > 0) {
 			all := slices.Concat(refused, refusalsOf(dbRefused))
 			err = deadLetters(ctx, t.db.Collection(t.refused, t.collOpts), all, ops, bodyKey, user, env.ID, time.Now().UTC(), lim.MaxStatements)

@@ -40,6 +40,9 @@ type docWrite struct {
 	guard *guard
 	fresh bool
 	src   []*Op
+	// plain: the conditions were checked by reading the document
+	// (checkByID); the write goes by _id alone.
+	plain bool
 }
 
 // newDocWrite starts the write of a document with its first operation.
@@ -109,13 +112,16 @@ func (w *docWrite) set(e bson.E) {
 func (w *docWrite) model() (mongo.WriteModel, error) {
 	filter := bson.D{{Key: "_id", Value: w.id}}
 	g := w.guard
-	if g != nil && g.owner != "" {
+	cond := g != nil && !w.plain
+	if cond && g.owner != "" {
 		filter = append(filter, bson.E{Key: g.owner, Value: g.value})
 	}
 	switch w.kind {
 	case Put:
 		if g != nil && !w.fresh {
-			filter = g.immutableConds(filter, w.data)
+			if cond {
+				filter = g.immutableConds(filter, w.data)
+			}
 			if g.r.writable != nil {
 				raw, err := bson.Marshal(g.partialPut(w.data))
 				if err != nil {
@@ -152,6 +158,7 @@ func (w *docWrite) model() (mongo.WriteModel, error) {
 type collWrites struct {
 	name   string
 	writes []*docWrite
+	guard  *guard // the rules' conditions of its writes, if any
 }
 
 type docKey struct {
@@ -220,7 +227,7 @@ func plan(ops []Op, objectIDs bool, guardOf func(coll string) *guard) []*collWri
 	for _, w := range order {
 		c := idx[w.coll]
 		if c == nil {
-			c = &collWrites{name: w.coll}
+			c = &collWrites{name: w.coll, guard: w.guard}
 			idx[w.coll] = c
 			colls = append(colls, c)
 		}
@@ -331,9 +338,16 @@ func writeErrors(err error) ([]mongo.BulkWriteError, bool) {
 // write of that bulk write is made again alone to learn which: servers
 // differ in how they report the index of a failed statement (FerretDB stops
 // at the first and reports index 0), and every write is idempotent.
-func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites, maxBatch int) ([]dbRefusal, error) {
+func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites, maxBatch int, locks *collLocks) ([]dbRefusal, error) {
 	var refused []dbRefusal
 	writes := cw.writes
+	if locks != nil && cw.guard != nil {
+		defer locks.lock(cw.name)()
+		var err error
+		if refused, writes, err = checkByID(ctx, coll, writes); err != nil {
+			return nil, err
+		}
+	}
 	for len(writes) > 0 {
 		n := len(writes)
 		if maxBatch > 0 && n > maxBatch {
@@ -415,7 +429,7 @@ func writeOne(ctx context.Context, coll *mongo.Collection, w *docWrite, m mongo.
 	if !ok {
 		return nil, err
 	}
-	if !(wes[0].HasErrorCode(11000) && w.kind == Put && w.guard != nil) {
+	if !(wes[0].HasErrorCode(11000) && w.kind == Put && w.guard != nil && !w.plain) {
 		return []dbRefusal{{w: w, reason: "the database refused the write: " + wes[0].Message}}, nil
 	}
 	refused, rewrite, err := settleDup(ctx, coll, w, wes[0].Message)
@@ -431,13 +445,14 @@ func writeOne(ctx context.Context, coll *mongo.Collection, w *docWrite, m mongo.
 }
 
 // writeAll makes every collection's writes, up to parallel collections at
-// a time, in commands of at most maxBatch writes when maxBatch > 0
+// a time, in commands of at most maxBatch writes when maxBatch > 0; with
+// locks, the rules' conditions are checked by reading (checkByID)
 // (the store's WriteLimits).
-func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch, parallel int) ([]dbRefusal, error) {
+func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.CollectionOptionsBuilder, colls []*collWrites, maxBatch, parallel int, locks *collLocks) ([]dbRefusal, error) {
 	if len(colls) == 1 || parallel <= 1 {
 		var refused []dbRefusal
 		for _, cw := range colls {
-			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch)
+			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch, locks)
 			refused = append(refused, r...)
 			if err != nil {
 				return refused, fmt.Errorf("collection %s: %w", cw.name, err)
@@ -457,7 +472,7 @@ func writeAll(ctx context.Context, db *mongo.Database, collOpts *options.Collect
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch)
+			r, err := writeCollection(ctx, db.Collection(cw.name, collOpts), cw, maxBatch, locks)
 			mu.Lock()
 			defer mu.Unlock()
 			refused = append(refused, r...)
