@@ -93,7 +93,10 @@
 // from the operation alone is checked before anything is written; whose
 // document it is, and what its immutable fields hold, is a condition of
 // the write itself (guard.go), so there is no window between a check and
-// its write. A refused operation is reported per operation (reason
+// its write; on a server that finds a document quickly only by {_id} alone
+// (FerretDB, the development store) they are checked by reading by _id,
+// under a lock of the collection from the check to the write (checkByID).
+// A refused operation is reported per operation (reason
 // "forbidden" or "type", with "rule" and "message") and dead-lettered like
 // the others; an operation refused at the write is folded out and the
 // others on its document written again. A production deployment refuses

@@ -344,7 +344,7 @@ func checkByID(ctx context.Context, coll *mongo.Collection, writes []*docWrite) 
 	for _, w := range writes {
 		g := w.guard
 		needOwner := g != nil && g.owner != ""
-		if g == nil || !needOwner && !(w.kind == Put && !w.fresh && g.hasImmutable()) {
+		if !w.needsCheck() {
 			w.plain = true
 			out = append(out, w)
 			continue
@@ -388,6 +388,54 @@ func checkByID(ctx context.Context, coll *mongo.Collection, writes []*docWrite) 
 		}
 	}
 	return refused, out, nil
+}
+
+// needsCheck reports whether a write's conditions depend on the stored
+// document.
+func (w *docWrite) needsCheck() bool {
+	g := w.guard
+	return g != nil && (g.owner != "" || w.kind == Put && !w.fresh && g.hasImmutable())
+}
+
+// insertNew inserts, before checkByID, the documents of the PUTs that
+// need a check, in commands of at most maxBatch when maxBatch > 0: a new
+// document breaks no rule, and most PUTs of a PowerSync client create one,
+// so most need no read. Where a command fails (a document exists: a
+// duplicate _id), all of its PUTs are checked and written as usual; the
+// ones it did insert are then the caller's own, with the same values, and
+// writing them again changes nothing. It returns the writes left to make.
+func insertNew(ctx context.Context, coll *mongo.Collection, writes []*docWrite, maxBatch int) ([]*docWrite, error) {
+	left := make([]*docWrite, 0, len(writes))
+	var puts []*docWrite
+	for _, w := range writes {
+		if w.kind == Put && w.needsCheck() {
+			puts = append(puts, w)
+		} else {
+			left = append(left, w)
+		}
+	}
+	for len(puts) > 0 {
+		n := len(puts)
+		if maxBatch > 0 && n > maxBatch {
+			n = maxBatch
+		}
+		ms := make([]mongo.WriteModel, n)
+		for i, w := range puts[:n] {
+			m, err := w.insertModel()
+			if err != nil {
+				return nil, err
+			}
+			ms[i] = m
+		}
+		_, err := coll.BulkWrite(ctx, ms, options.BulkWrite().SetOrdered(false))
+		if _, ok := writeErrors(err); ok {
+			left = append(left, puts[:n]...)
+		} else if err != nil {
+			return nil, err
+		}
+		puts = puts[n:]
+	}
+	return left, nil
 }
 
 func lookup(doc bson.Raw, key string) bson.RawValue {

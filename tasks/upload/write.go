@@ -130,14 +130,11 @@ func (w *docWrite) model() (mongo.WriteModel, error) {
 				return mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(bson.Raw(raw)).SetUpsert(true), nil
 			}
 		}
-		doc := make(bson.D, 0, len(w.data)+1)
-		doc = append(doc, bson.E{Key: "_id", Value: w.id})
-		doc = append(doc, w.data...)
-		raw, err := bson.Marshal(doc)
+		raw, err := w.document()
 		if err != nil {
 			return nil, err
 		}
-		return mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(bson.Raw(raw)).SetUpsert(true), nil
+		return mongo.NewReplaceOneModel().SetFilter(filter).SetReplacement(raw).SetUpsert(true), nil
 	case Patch:
 		if len(w.data) == 0 {
 			return nil, nil
@@ -150,6 +147,24 @@ func (w *docWrite) model() (mongo.WriteModel, error) {
 	default:
 		return mongo.NewDeleteOneModel().SetFilter(filter), nil
 	}
+}
+
+// insertModel inserts a PUT's document, whatever the rules: a new
+// document breaks none (see insertNew).
+func (w *docWrite) insertModel() (mongo.WriteModel, error) {
+	raw, err := w.document()
+	if err != nil {
+		return nil, err
+	}
+	return mongo.NewInsertOneModel().SetDocument(raw), nil
+}
+
+// document is a PUT's whole document {_id, ...data}.
+func (w *docWrite) document() (bson.Raw, error) {
+	doc := make(bson.D, 0, len(w.data)+1)
+	doc = append(doc, bson.E{Key: "_id", Value: w.id})
+	doc = append(doc, w.data...)
+	return bson.Marshal(doc)
 }
 
 // collWrites are the writes of one collection: replacements and updates
@@ -344,6 +359,9 @@ func writeCollection(ctx context.Context, coll *mongo.Collection, cw *collWrites
 	if locks != nil && cw.guard != nil {
 		defer locks.lock(cw.name)()
 		var err error
+		if writes, err = insertNew(ctx, coll, writes, maxBatch); err != nil {
+			return nil, err
+		}
 		if refused, writes, err = checkByID(ctx, coll, writes); err != nil {
 			return nil, err
 		}
