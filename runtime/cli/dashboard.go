@@ -30,6 +30,9 @@ type DashboardParts struct {
 // mountDashboard serves the dashboard at /_/ of h, when the deployment
 // should have one, and returns its URL ("" when it has none).
 func (a *App) mountDashboard(ctx context.Context, h *runtime.Host, dep *deployment.Deployment, log zerolog.Logger, base string) (string, error) {
+	if dep.NoDashboard {
+		return "", nil
+	}
 	exec := h.Executor()
 	o := dashboard.Options{Deployment: dep, Registry: h.Registry(), Runner: exec, Log: log.With().Str("component", "dashboard").Logger(),
 		Token: dep.Get(VarDashboardToken), Secure: strings.HasPrefix(dep.URL, "https://"), Context: ctx}

@@ -107,6 +107,8 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 		log.Info().Str("url", durl).Msg("dashboard at " + durl + " (development: no login, loopback connections only)")
 	case durl != "":
 		log.Info().Str("url", durl).Msg("dashboard at " + durl + " (log in with DASHBOARD_TOKEN)")
+	case dep.NoDashboard:
+		log.Info().Msg("no dashboard (dashboard: false)")
 	default:
 		log.Info().Msg("no dashboard: a production deployment serves one only with DASHBOARD_TOKEN set")
 	}

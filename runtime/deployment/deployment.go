@@ -120,6 +120,8 @@ type Deployment struct {
 	// (cors_origins; see cors.go); CORSCredentials allows credentialed calls.
 	CORSOrigins     []string
 	CORSCredentials bool
+	// NoDashboard turns the dashboard at /_/ off (dashboard: false).
+	NoDashboard bool
 	Dir             string // the deployments/ folder it was loaded from
 	// File is the deployment file it was loaded from ("" for New).
 	File string
@@ -210,6 +212,7 @@ type file struct {
 	BodyRead   string   `mapstructure:"body_read_timeout"`
 	CORS       []string `mapstructure:"cors_origins"`
 	CORSCreds  bool     `mapstructure:"cors_credentials"`
+	Dashboard  *bool    `mapstructure:"dashboard"`
 	Runs       struct {
 		Retention   string `mapstructure:"retention"`
 		KeepPerTask int    `mapstructure:"keep_per_task"`
@@ -310,6 +313,7 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		errs = append(errs, err)
 	}
 	d.CORSOrigins = origins
+	d.NoDashboard = f.Dashboard != nil && !*f.Dashboard
 	if f.Grace != "" {
 		g, err := time.ParseDuration(f.Grace)
 		if err != nil || g < 0 {
