@@ -76,7 +76,7 @@ type config struct {
 }
 
 // sections, in the order they run.
-var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large", "schedules"}
+var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large", "schedules", "dashboard"}
 
 func (c *config) want(section string) bool { return len(c.only) == 0 || c.only[section] }
 

@@ -132,6 +132,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{"decode", b.measureDecodeBench},
 		{"large", b.measureLargeBatches},
 		{"schedules", b.measureSchedules},
+		{"dashboard", b.measureDashboard},
 	}
 	for _, s := range steps {
 		if s.section == "jwks" {
