@@ -94,6 +94,8 @@ type Env struct {
 	// Subject is whatever the task's authenticator returned: for example the
 	// verified user id of a token. Nil for public tasks and runs.
 	Subject any
+
+	enqueuer Enqueuer // see Enqueue
 }
 
 // Var returns a deployment variable.
