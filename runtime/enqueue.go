@@ -58,3 +58,8 @@ func (e *Env) Enqueue(ctx context.Context, j Job) (string, error) {
 	}
 	return e.enqueuer.Enqueue(ctx, j)
 }
+
+// SetEnqueuer makes e what Env.Enqueue uses in every request and run of
+// the core from now on (cmd/runtime passes the deployment's queue). Call
+// it before serving or running anything.
+func (c *Core) SetEnqueuer(e Enqueuer) { c.exec.enqueuer = e }

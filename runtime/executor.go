@@ -60,6 +60,7 @@ type Executor struct {
 	store    RunStore
 	instance string
 	pending  *pending
+	enqueuer Enqueuer // Env.Enqueue's (Core.SetEnqueuer)
 
 	// Retention, applied after saves at most once per PruneInterval.
 	retention   time.Duration
@@ -169,7 +170,7 @@ func (x *Executor) Run(ctx context.Context, req RunRequest) (*Record, error) {
 	}
 	log := zerolog.New(Redact(w, x.secrets)).With().Timestamp().Str("task", t.Name).Str("run_id", id).Logger()
 	out := &lineLog{log: log}
-	env := &Env{ID: id, Task: t.Name, Deployment: x.dep, Log: log, Params: req.Params, Output: out}
+	env := &Env{ID: id, Task: t.Name, Deployment: x.dep, Log: log, Params: req.Params, Output: out, enqueuer: x.enqueuer}
 	if req.Output != nil {
 		env.Output = Redact(req.Output, x.secrets)
 	}

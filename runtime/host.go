@@ -359,7 +359,7 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 				tc.body.shorten(time.Now().Add(timeout)) // a slow body is bounded by the timeout too
 			}
 		}
-		env := &Env{ID: id, Task: t.Name, Deployment: h.dep,
+		env := &Env{ID: id, Task: t.Name, Deployment: h.dep, enqueuer: h.exec.enqueuer,
 			Log: h.log.With().Str("task", t.Name).Str("request_id", id).Logger()}
 		if t.Access.auth != nil {
 			subject, err := t.Access.auth(c, env)

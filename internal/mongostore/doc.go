@@ -2,7 +2,7 @@
 // deployment's MongoDB, so that every instance of a deployment and every
 // CLI on any machine sees the same state: run records (runs.go, the
 // runtime.RunStore of `_runtime_runs`), and the stores of runtime/schedule
-// and runtime/queue.
+// and runtime/queue (jobs.go: `_runtime_jobs` and its companions).
 //
 // The runtime declares the interfaces and imports no MongoDB code;
 // cmd/runtime passes OpenRuns (and the others) in, as database/sql drivers

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/taskrun/taskrun/internal/store"
+	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/queue"
 )
 
@@ -67,7 +70,7 @@ const LeaseRetention = time.Hour
 // finished: the job moves to _runtime_jobs_done). A lease that expired is
 // taken over the same way, with lease k+1 (lost + 1), and its old worker
 // learns it lost the job when it renews or finishes (lease k+1 exists).
-// Leases stay until the job finishes, so a lease id is never used twice.
+// A lease is removed when its attempt ends.
 // A claim reads the leases (a small collection: running jobs) and the due
 // jobs; on FerretDB, which answers any query but one by _id by scanning
 // the collection, the due jobs it read and did not take are tried by the
@@ -99,9 +102,24 @@ type Jobs struct {
 	spare   []jobDoc // due jobs a claim read and did not take (see Claim)
 	spareAt time.Time
 	readMu  sync.Mutex // one read of due jobs at a time
+
+	indexMu sync.Mutex
+	indexed bool
 }
 
-// NewJobs returns the job store of db. Call EnsureIndexes once before use.
+// OpenJobs is the queue.Opener of cmd/runtime: the job store of the
+// deployment's database (the embedded development store when MONGO_URI is
+// unset), so that jobs run in development as in production.
+func OpenJobs(ctx context.Context, s *runtime.Setup) (queue.Store, error) {
+	db, err := store.Database(s)
+	if err != nil {
+		return nil, err
+	}
+	return NewJobs(db), nil
+}
+
+// NewJobs returns the job store of db. Its indexes are created before its
+// first use (EnsureIndexes), so that opening it needs no server.
 func NewJobs(db *mongo.Database) *Jobs {
 	return &Jobs{
 		active: db.Collection(JobsCollection),
@@ -115,33 +133,70 @@ func NewJobs(db *mongo.Database) *Jobs {
 // on and, on MongoDB, the indexes of its queries (FerretDB 1.x answers
 // queries by scanning, so there they would only slow writes down).
 func (s *Jobs) EnsureIndexes(ctx context.Context) error {
-	unique := func(name, field string) mongo.IndexModel {
-		return mongo.IndexModel{Keys: bson.D{{Key: field, Value: 1}},
-			Options: options.Index().SetName(name).SetUnique(true).SetSparse(true)}
-	}
-	if _, err := s.active.Indexes().CreateMany(ctx, []mongo.IndexModel{
-		unique("key_unique", "key"), unique("lock_unique", "lock"), unique("qseq_unique", "qseq"),
-	}); err != nil {
-		return fmt.Errorf("creating the indexes of %s: %w", JobsCollection, err)
-	}
-	if ferret, err := isFerretDB(ctx, s.active.Database()); err != nil || ferret {
-		return err
-	}
-	idx := func(c *mongo.Collection, name string, keys bson.D) error {
-		_, err := c.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name)})
-		if err != nil {
-			return fmt.Errorf("creating the indexes of %s: %w", c.Name(), err)
-		}
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
+	if s.indexed {
 		return nil
 	}
-	return errors.Join(
-		idx(s.active, "claim", bson.D{{Key: "head", Value: 1}, {Key: "run_at", Value: 1}}),
-		idx(s.active, "queue_seq", bson.D{{Key: "queue", Value: 1}, {Key: "seq", Value: 1}}),
-		idx(s.active, "created", bson.D{{Key: "created", Value: -1}}),
-		idx(s.done, "finished", bson.D{{Key: "finished", Value: 1}}),
-		idx(s.done, "created", bson.D{{Key: "created", Value: -1}}),
-		idx(s.leases, "job", bson.D{{Key: "job", Value: 1}}),
-	)
+	if err := s.createIndexes(ctx); err != nil {
+		return err
+	}
+	s.indexed = true
+	return nil
+}
+
+func (s *Jobs) createIndexes(ctx context.Context) error {
+	ferret, err := isFerretDB(ctx, s.active.Database())
+	if err != nil {
+		return err
+	}
+	type index struct {
+		coll   *mongo.Collection
+		name   string
+		keys   bson.D
+		unique bool
+	}
+	want := []index{
+		{s.active, "key_unique", bson.D{{Key: "key", Value: 1}}, true},
+		{s.active, "lock_unique", bson.D{{Key: "lock", Value: 1}}, true},
+		{s.active, "qseq_unique", bson.D{{Key: "qseq", Value: 1}}, true},
+	}
+	if !ferret {
+		want = append(want,
+			index{s.active, "claim", bson.D{{Key: "head", Value: 1}, {Key: "run_at", Value: 1}}, false},
+			index{s.active, "queue_seq", bson.D{{Key: "queue", Value: 1}, {Key: "seq", Value: 1}}, false},
+			index{s.active, "created", bson.D{{Key: "created", Value: -1}}, false},
+			index{s.done, "finished", bson.D{{Key: "finished", Value: 1}}, false},
+			index{s.done, "created", bson.D{{Key: "created", Value: -1}}, false},
+			index{s.leases, "job", bson.D{{Key: "job", Value: 1}}, false},
+		)
+	}
+	have := map[string]bool{}
+	for _, c := range []*mongo.Collection{s.active, s.done, s.leases} {
+		names, err := c.Indexes().ListSpecifications(ctx)
+		if err != nil {
+			return fmt.Errorf("listing the indexes of %s: %w", c.Name(), err)
+		}
+		for _, n := range names {
+			have[c.Name()+"."+n.Name] = true
+		}
+	}
+	for _, ix := range want {
+		if have[ix.coll.Name()+"."+ix.name] {
+			continue
+		}
+		o := options.Index().SetName(ix.name)
+		if ix.unique {
+			// FerretDB 1.x ignores sparse (its SQLite unique indexes let
+			// any number of documents lack the field), and creating an
+			// index it has again with sparse crashes its connection.
+			o.SetUnique(true).SetSparse(!ferret)
+		}
+		if _, err := ix.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.keys, Options: o}); err != nil {
+			return fmt.Errorf("creating the index %s of %s: %w", ix.name, ix.coll.Name(), err)
+		}
+	}
+	return nil
 }
 
 func isFerretDB(ctx context.Context, db *mongo.Database) (bool, error) {
@@ -302,6 +357,9 @@ func running(d *jobDoc, leases map[string]*leaseDoc) *leaseDoc {
 
 // Enqueue implements queue.Store.
 func (s *Jobs) Enqueue(ctx context.Context, j *queue.Job) (*queue.Job, bool, error) {
+	if err := s.EnsureIndexes(ctx); err != nil {
+		return nil, false, err
+	}
 	j.Rev = 1
 	d := toDoc(j)
 	d.Key = uniqueKey(j.Task, j.Key)
@@ -404,6 +462,9 @@ func (s *Jobs) Claim(ctx context.Context, worker string, n int, now time.Time, l
 	if n <= 0 {
 		return nil, nil
 	}
+	if err := s.EnsureIndexes(ctx); err != nil {
+		return nil, err
+	}
 	now = stamp(now)
 	leases, _, err := s.currentLeases(ctx, bson.D{})
 	if err != nil {
@@ -428,6 +489,19 @@ func (s *Jobs) Claim(ctx context.Context, worker string, n int, now time.Time, l
 			return out, err
 		}
 	}
+}
+
+// ClaimJob implements queue.Store.
+func (s *Jobs) ClaimJob(ctx context.Context, j *queue.Job, worker string, now time.Time, lease time.Duration) (*queue.Job, error) {
+	if err := s.EnsureIndexes(ctx); err != nil {
+		return nil, err
+	}
+	c := []jobDoc{{ID: j.ID, Task: j.Task, Attempt: j.Attempt, Lost: j.Lost, Rev: j.Rev, State: string(queue.Pending), Head: true}}
+	got, err := s.claim(ctx, c, nil, worker, stamp(now), func(string) time.Duration { return lease })
+	if err != nil || len(got) == 0 {
+		return nil, err
+	}
+	return got[0], nil
 }
 
 // takeSpare returns up to n of the due jobs read less than SpareTTL ago.
@@ -493,7 +567,7 @@ func (s *Jobs) claim(ctx context.Context, cands []jobDoc, leases map[string]*lea
 		// attempt, since cands were read.
 		var d jobDoc
 		err := s.active.FindOne(ctx, byID(c.ID)).Decode(&d)
-		if err == nil && d.Rev == c.Rev && d.Attempt == c.Attempt && d.Head {
+		if err == nil && d.Attempt == c.Attempt && d.Head {
 			j := d.job(l)
 			if d.ParamsRef {
 				if j.Params, err = s.loadParams(ctx, d.ID); err != nil {
@@ -557,12 +631,6 @@ func (s *Jobs) Finish(ctx context.Context, j *queue.Job) error {
 		}
 		return err
 	}
-	if err := s.leases.FindOne(ctx, byID(leaseID(j.ID, j.Attempt))).Err(); err != nil {
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			return queue.ErrLost // the job finished already
-		}
-		return err
-	}
 	if !j.State.Finished() {
 		res, err := s.active.UpdateOne(ctx, byID(j.ID), bson.D{{Key: "$set", Value: bson.D{
 			{Key: "run_at", Value: stamp(j.RunAt)}, {Key: "attempt", Value: j.Attempt}, {Key: "failures", Value: j.Failures},
@@ -577,7 +645,16 @@ func (s *Jobs) Finish(ctx context.Context, j *queue.Job) error {
 		}
 		j.Rev++
 		j.LeaseUntil = time.Time{}
+		s.forgetLeases(ctx, j)
 		return nil
+	}
+	var d jobDoc
+	err := s.active.FindOne(ctx, byID(j.ID), options.FindOne().SetProjection(bson.D{{Key: "attempt", Value: 1}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) || err == nil && d.Attempt >= j.Attempt {
+		return queue.ErrLost // finished, or this attempt's end written, already
+	}
+	if err != nil {
+		return err
 	}
 	if j.Finished.IsZero() {
 		j.Finished = time.Now()
@@ -604,11 +681,24 @@ func (s *Jobs) moveDone(ctx context.Context, j *queue.Job) error {
 		return err // finished: a claim that finds both copies ends the move
 	}
 	// What fails from here on is repaired by Sweep.
-	_, _ = s.leases.DeleteMany(ctx, bson.D{{Key: "job", Value: j.ID}})
+	s.forgetLeases(ctx, j)
 	if j.Queue != "" {
 		_ = s.advance(ctx, j.Queue)
 	}
 	return nil
+}
+
+// forgetLeases removes the lease of attempt j.Attempt, which has ended,
+// and those of the attempts before it that were lost. A claim that read
+// the job before this attempt may win that lease again: it reads the job
+// again, sees its attempts moved on, and lets it go.
+func (s *Jobs) forgetLeases(ctx context.Context, j *queue.Job) {
+	ctx = context.WithoutCancel(ctx)
+	if j.Lost > 0 {
+		_, _ = s.leases.DeleteMany(ctx, bson.D{{Key: "job", Value: j.ID}, {Key: "attempt", Value: bson.D{{Key: "$lte", Value: j.Attempt}}}})
+		return
+	}
+	_, _ = s.leases.DeleteOne(ctx, byID(leaseID(j.ID, j.Attempt)))
 }
 
 // CancelRequested implements queue.Store.
@@ -821,11 +911,20 @@ func (s *Jobs) Sweep(ctx context.Context, now time.Time, retention time.Duration
 	}
 	// Queues whose next job was not let start (a process died between
 	// finishing a job and advancing its queue).
-	var queues []string
-	if err := s.active.Distinct(ctx, "queue", bson.D{{Key: "head", Value: false}}).Decode(&queues); err != nil {
+	// (Not distinct: FerretDB refuses the maxTimeMS the driver adds.)
+	var waiting []jobDoc
+	cur, err := s.active.Find(ctx, bson.D{{Key: "head", Value: false}}, options.Find().SetProjection(bson.D{{Key: "queue", Value: 1}}))
+	if err == nil {
+		err = cur.All(ctx, &waiting)
+	}
+	if err != nil {
 		errs = append(errs, fmt.Errorf("listing waiting queues: %w", err))
 	}
-	for _, q := range queues {
+	queues := map[string]bool{}
+	for _, d := range waiting {
+		queues[d.Queue] = true
+	}
+	for _, q := range slices.Sorted(maps.Keys(queues)) {
 		if err := s.advance(ctx, q); err != nil {
 			errs = append(errs, fmt.Errorf("advancing queue %s: %w", q, err))
 			break
@@ -882,3 +981,5 @@ func (s *Jobs) Counts(ctx context.Context, now time.Time) (queue.Counts, error) 
 	}
 	return c, nil
 }
+
+var _ queue.Store = (*Jobs)(nil)

@@ -118,13 +118,13 @@ func TestJobsClaimAndLease(t *testing.T) {
 	_ = a
 }
 
-// TestJobsConcurrentClaims: two connection pools of eight workers each
+// TestJobsConcurrentClaims: two connection pools of four workers each
 // claim the same jobs; each job is claimed once (FerretDB's findAndModify
 // alone claims most of them several times).
 func TestJobsConcurrentClaims(t *testing.T) {
 	s, db := newJobs(t)
 	s2 := otherClient(t, db)
-	const n = 120
+	const n = 60
 	for range n {
 		enqueue(t, s, job("mail", "", ""))
 	}
@@ -133,7 +133,7 @@ func TestJobsConcurrentClaims(t *testing.T) {
 		count = map[string]int{}
 		wg    sync.WaitGroup
 	)
-	for w := range 16 {
+	for w := range 8 {
 		st := s
 		if w%2 == 1 {
 			st = s2
@@ -321,7 +321,7 @@ func TestJobsSerialQueues(t *testing.T) {
 	s2 := otherClient(t, db)
 	ctx := context.Background()
 	var order = map[string][]string{}
-	for i := range 20 {
+	for i := range 10 {
 		for _, q := range []string{"a", "b", "c"} {
 			j := enqueue(t, s, job("mail", q, ""))
 			order[q] = append(order[q], j.ID)
@@ -332,8 +332,8 @@ func TestJobsSerialQueues(t *testing.T) {
 	}
 	// Only the heads, and the jobs of no queue, are claimable.
 	first := claim(t, s, "w", 20)
-	if len(first) != 3+5 {
-		t.Fatalf("claimed %d jobs, want 3 heads and 5 jobs of no queue", len(first))
+	if len(first) != 3+3 {
+		t.Fatalf("claimed %d jobs, want 3 heads and 3 jobs of no queue", len(first))
 	}
 	for _, j := range first {
 		if j.Queue != "" && j.ID != order[j.Queue][0] {

@@ -36,6 +36,9 @@ const (
 	SourceUnset   = "unset"
 )
 
+// MaxQueueWorkers bounds queue.workers.
+const MaxQueueWorkers = 1000
+
 // Defaults for settings a deployment file may leave out.
 const (
 	DefaultListen    = "127.0.0.1:8080"
@@ -114,6 +117,12 @@ type Deployment struct {
 	// retention, keep_per_task); zero: the runtime's defaults.
 	RunRetention time.Duration
 	RunsPerTask  int
+	// QueueWorkers, QueuePoll and QueueRetention tune the job queue on
+	// this instance (queue: workers, poll, retention); zero: the queue's
+	// defaults.
+	QueueWorkers   int
+	QueuePoll      time.Duration
+	QueueRetention time.Duration
 	// BodyReadTimeout bounds the sending of a request's body (body_read_timeout).
 	BodyReadTimeout time.Duration
 	// CORSOrigins are the browser origins allowed to call the tasks
@@ -217,6 +226,11 @@ type file struct {
 		Retention   string `mapstructure:"retention"`
 		KeepPerTask int    `mapstructure:"keep_per_task"`
 	} `mapstructure:"runs"`
+	Queue struct {
+		Workers   int    `mapstructure:"workers"`
+		Poll      string `mapstructure:"poll"`
+		Retention string `mapstructure:"retention"`
+	} `mapstructure:"queue"`
 	Vars []struct {
 		Name   string `mapstructure:"name"`
 		Value  string `mapstructure:"value"`
@@ -339,6 +353,24 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 		errs = append(errs, fmt.Errorf("runs.keep_per_task: want a positive number, got %d", f.Runs.KeepPerTask))
 	}
 	d.RunsPerTask = f.Runs.KeepPerTask
+	if f.Queue.Workers < 0 || f.Queue.Workers > MaxQueueWorkers {
+		errs = append(errs, fmt.Errorf("queue.workers: want 1 to %d (0: the default), got %d", MaxQueueWorkers, f.Queue.Workers))
+	}
+	d.QueueWorkers = f.Queue.Workers
+	if f.Queue.Poll != "" {
+		p, err := time.ParseDuration(f.Queue.Poll)
+		if err != nil || p < 10*time.Millisecond || p > time.Second {
+			errs = append(errs, fmt.Errorf("queue.poll: want a duration from 10ms to 1s, got %q", f.Queue.Poll))
+		}
+		d.QueuePoll = p
+	}
+	if f.Queue.Retention != "" {
+		r, err := ParseDays(f.Queue.Retention)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("queue.retention: %w", err))
+		}
+		d.QueueRetention = r
+	}
 	masked := map[string]bool{}
 	for _, s := range opts.Secret {
 		masked[s] = true

@@ -25,6 +25,10 @@ type Store interface {
 	// (Lost + 1 for an expired lease), Started now.
 	Claim(ctx context.Context, worker string, max int, now time.Time, lease func(task string) time.Duration) ([]*Job, error)
 
+	// ClaimJob claims one job as Claim does, if it is due and free: the
+	// fast path for a job enqueued in this process. nil: it is not.
+	ClaimJob(ctx context.Context, j *Job, worker string, now time.Time, lease time.Duration) (*Job, error)
+
 	// Renew extends the lease of a job that worker holds (j as Claim
 	// returned it). ErrLost: the lease is not worker's any more.
 	Renew(ctx context.Context, j *Job, until time.Time) error
