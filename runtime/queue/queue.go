@@ -114,6 +114,8 @@ type Queue struct {
 	stopping bool
 	active   map[string]*attempt
 	stop     chan struct{}
+	loopCtx  context.Context // the dispatcher's and the sweeper's: cancelled by Stop
+	stopLoop context.CancelFunc
 	loops    sync.WaitGroup // the dispatcher and the sweeper
 	attempts sync.WaitGroup
 }
@@ -140,6 +142,7 @@ func New(o Options) (*Queue, error) {
 		o.BackoffMax = BackoffMax
 	}
 	q := &Queue{o: o, wake: make(chan struct{}, 1), hint: make(chan *Job, hints), active: map[string]*attempt{}, stop: make(chan struct{})}
+	q.loopCtx, q.stopLoop = context.WithCancel(context.Background())
 	var err error
 	if q.m, err = newMetrics(o.Registerer, o.Registry, q.running); err != nil {
 		return nil, err
@@ -257,7 +260,7 @@ func (q *Queue) dispatch() {
 			if free <= 0 {
 				break
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			ctx, cancel := context.WithTimeout(q.loopCtx, storeTimeout)
 			jobs, err := q.o.Store.Claim(ctx, q.o.Instance, free, time.Now(), q.lease)
 			cancel()
 			for _, j := range jobs {
@@ -290,7 +293,7 @@ func (q *Queue) claimHint(j *Job) {
 	if q.running() >= q.o.Workers {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := context.WithTimeout(q.loopCtx, storeTimeout)
 	got, err := q.o.Store.ClaimJob(ctx, j, q.o.Instance, time.Now(), q.lease(j.Task))
 	cancel()
 	if err != nil {
@@ -313,7 +316,7 @@ func (q *Queue) maintain() {
 			case <-time.After(jitter(SweepInterval)):
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		ctx, cancel := context.WithTimeout(q.loopCtx, storeTimeout)
 		now := time.Now()
 		if err := q.o.Store.Sweep(ctx, now, q.o.Retention); err != nil {
 			q.o.Log.Warn().Err(err).Msg("queue: sweeping the job store")
@@ -534,6 +537,7 @@ func (q *Queue) Stop(ctx context.Context) error {
 	}
 	q.stopping = true
 	close(q.stop)
+	q.stopLoop()
 	q.mu.Unlock()
 	q.loops.Wait()
 	done := make(chan struct{})
