@@ -22,6 +22,28 @@ const (
 	MaxCollectionLen = 120   // bytes of a collection name
 )
 
+// The memory a batch's data may take once decoded: twice the body, plus
+// decodeAllowance. With the body itself, a batch then holds at most about
+// three times its size while it is decoded, whatever its shape (millions
+// of tiny nested values included), which leaves the write room under 4x.
+// Rows of a real client (strings, numbers and names of a few bytes or
+// more) take well under this; only absurdly dense data reaches it.
+const (
+	decodeFactor    = 2
+	decodeAllowance = 1 << 20
+)
+
+// Memory costs the decoder charges against the batch's budget, in bytes:
+// a field of an object (bson.E), an element of an array, the box of a
+// string, number or non-empty object or array in an interface.
+const (
+	costField = 32
+	costElem  = 16
+	costBox   = 16
+	costNum   = 8
+	costSlice = 24
+)
+
 // decodeError is a request that no SDK would send. It becomes a 4xx naming
 // the problem, the operation (when there is one) and the byte offset.
 type decodeError struct {
@@ -47,8 +69,16 @@ type decoder struct {
 	pos    int
 	op     int // index of the operation being decoded, -1 outside
 	maxOps int
-	names  map[string]string // interned field names
-	fields int               // fields of the last data object, a size hint
+	names  map[string]string // interned collection names and kinds
+
+	// Objects and arrays are decoded onto these stacks, then copied into
+	// a slice of their exact size: no slice grows, so decoding makes
+	// almost no garbage, and what it keeps is what it charged.
+	fields stack[bson.E]
+	elems  stack[any]
+	cost   int // bytes charged (see the cost constants)
+	budget int
+	empty  [2]any // a shared boxed empty bson.D and bson.A
 }
 
 // decode parses and validates a whole upload body. Nothing about the
@@ -56,8 +86,26 @@ type decoder struct {
 // request malformed or hostile. The string values of the operations share
 // body's memory (see text): body must not change while they are in use.
 func decode(body []byte, maxOps int) ([]Op, error) {
-	d := &decoder{buf: body, op: -1, maxOps: maxOps}
-	return d.request()
+	return newDecoder(body, maxOps, decodeAllowance).request()
+}
+
+// newDecoder is a decoder of buf with a budget of decodeFactor times its
+// size plus allowance.
+func newDecoder(buf []byte, maxOps, allowance int) *decoder {
+	d := &decoder{buf: buf, op: -1, maxOps: maxOps, budget: decodeFactor*len(buf) + allowance}
+	d.empty = [2]any{bson.D{}, bson.A{}}
+	d.fields.charge, d.elems.charge = d.charge, d.charge
+	return d
+}
+
+// charge counts n bytes of decoded data against the batch's budget.
+func (d *decoder) charge(n int) error {
+	d.cost += n
+	if d.cost > d.budget {
+		return d.errAt(http.StatusRequestEntityTooLarge, "the batch's data would take more than %d times its size in memory once decoded (%d bytes): split the batch, or send fewer, larger values",
+			decodeFactor, d.budget)
+	}
+	return nil
 }
 
 func (d *decoder) errAt(status int, format string, args ...any) *decodeError {
@@ -332,7 +380,7 @@ func (d *decoder) operation() (Op, error) {
 				if err != nil {
 					return op, err
 				}
-				op.ID = string(s)
+				op.ID = text(s)
 			case fData, fOpData:
 				if seen&(fData|fOpData) == fData|fOpData {
 					// Both spellings: accept only the same value twice.
@@ -499,7 +547,6 @@ func (d *decoder) intern(b []byte) string {
 func (d *decoder) document() (bson.D, any, bool, error) {
 	d.pos++ // '{'
 	var (
-		out   bson.D
 		id    any
 		hasID bool
 		index map[string]struct{}
@@ -508,9 +555,7 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 		d.pos++
 		return bson.D{}, nil, false, nil
 	}
-	// Rows of a table have the same columns: size for the last one's.
-	out = make(bson.D, 0, min(max(d.fields, 4), 64))
-	defer func() { d.fields = len(out) }()
+	base := d.fields.len()
 	for {
 		kb, err := d.key()
 		if err != nil {
@@ -525,50 +570,29 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 				return nil, nil, false, err
 			}
 		} else {
-			k := d.intern(kb)
+			k := text(kb)
 			if err := checkField(k, true); err != nil {
 				return nil, nil, false, d.fail("data: %s", err)
 			}
-			if dup(out, &index, k) {
+			if dup, err := d.dupField(base, &index, k); err != nil {
+				return nil, nil, false, err
+			} else if dup {
 				return nil, nil, false, d.fail("data: duplicate field %s", quoteShort(k))
 			}
 			v, err := d.value(2)
 			if err != nil {
 				return nil, nil, false, err
 			}
-			out = append(out, bson.E{Key: k, Value: v})
+			if err := d.fields.push(bson.E{Key: k, Value: v}, costField); err != nil {
+				return nil, nil, false, err
+			}
 		}
 		if more, err := d.more('}'); err != nil {
 			return nil, nil, false, err
 		} else if !more {
-			return out, id, hasID, nil
+			return bson.D(d.fields.pop(base)), id, hasID, nil
 		}
 	}
-}
-
-// dup reports whether key is already in fields, and records it. Objects
-// are small, and a scan beats a map up to a few dozen keys; beyond, index
-// takes over, so that a huge object costs linear time.
-func dup(fields bson.D, index *map[string]struct{}, key string) bool {
-	if len(fields) < 32 {
-		for i := range fields {
-			if fields[i].Key == key {
-				return true
-			}
-		}
-		return false
-	}
-	if *index == nil {
-		*index = make(map[string]struct{}, 2*len(fields))
-		for _, e := range fields {
-			(*index)[e.Key] = struct{}{}
-		}
-	}
-	if _, ok := (*index)[key]; ok {
-		return true
-	}
-	(*index)[key] = struct{}{}
-	return false
 }
 
 // value decodes any JSON value at nesting level depth (the data object is
@@ -580,11 +604,16 @@ func (d *decoder) value(depth int) (any, error) {
 	case '[':
 		return d.array(depth)
 	case '"':
+		start := d.pos
 		s, err := d.str()
 		if err != nil {
 			return nil, err
 		}
-		return text(s), nil
+		n := costBox
+		if len(s) > 0 && unsafe.SliceData(s) != unsafe.SliceData(d.buf[start+1:]) {
+			n += len(s) // strSlow's own buffer
+		}
+		return text(s), d.charge(n)
 	case 't':
 		return true, d.literal("true")
 	case 'f':
@@ -593,7 +622,11 @@ func (d *decoder) value(depth int) (any, error) {
 		return nil, d.literal("null")
 	default:
 		if c == '-' || c >= '0' && c <= '9' {
-			return d.number()
+			v, err := d.number()
+			if err == nil {
+				err = d.charge(costNum)
+			}
+			return v, err
 		}
 		return nil, d.unexpected()
 	}
@@ -613,62 +646,72 @@ func (d *decoder) tooDeep() *decodeError {
 	return d.fail("data is nested deeper than %d levels", MaxDepth)
 }
 
-func (d *decoder) object(depth int) (bson.D, error) {
+// object decodes a nested object; an empty one is the decoder's shared
+// boxed empty bson.D.
+func (d *decoder) object(depth int) (any, error) {
 	if depth > MaxDepth {
 		return nil, d.tooDeep()
 	}
 	d.pos++
-	out := bson.D{}
 	if d.peek() == '}' {
 		d.pos++
-		return out, nil
+		return d.empty[0], nil
 	}
+	base := d.fields.len()
 	var index map[string]struct{}
 	for {
 		kb, err := d.key()
 		if err != nil {
 			return nil, err
 		}
-		k := d.intern(kb)
+		k := text(kb)
 		if err := checkField(k, false); err != nil {
 			return nil, d.fail("data: %s", err)
 		}
-		if dup(out, &index, k) {
+		if dup, err := d.dupField(base, &index, k); err != nil {
+			return nil, err
+		} else if dup {
 			return nil, d.fail("data: duplicate field %s", quoteShort(k))
 		}
 		v, err := d.value(depth + 1)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, bson.E{Key: k, Value: v})
+		if err := d.fields.push(bson.E{Key: k, Value: v}, costField); err != nil {
+			return nil, err
+		}
 		if more, err := d.more('}'); err != nil {
 			return nil, err
 		} else if !more {
-			return out, nil
+			return bson.D(d.fields.pop(base)), d.charge(costSlice)
 		}
 	}
 }
 
-func (d *decoder) array(depth int) (bson.A, error) {
+// array decodes a nested array; an empty one is the decoder's shared
+// boxed empty bson.A.
+func (d *decoder) array(depth int) (any, error) {
 	if depth > MaxDepth {
 		return nil, d.tooDeep()
 	}
 	d.pos++
-	out := bson.A{}
 	if d.peek() == ']' {
 		d.pos++
-		return out, nil
+		return d.empty[1], nil
 	}
+	base := d.elems.len()
 	for {
 		v, err := d.value(depth + 1)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, v)
+		if err := d.elems.push(v, costElem); err != nil {
+			return nil, err
+		}
 		if more, err := d.more(']'); err != nil {
 			return nil, err
 		} else if !more {
-			return out, nil
+			return bson.A(d.elems.pop(base)), d.charge(costSlice)
 		}
 	}
 }

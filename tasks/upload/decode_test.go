@@ -260,6 +260,7 @@ func TestDecodeErrorsPointAtTheProblem(t *testing.T) {
 // TestLargeObjects checks duplicate detection past the linear-scan size,
 // and that a huge object decodes in linear time.
 func TestLargeObjects(t *testing.T) {
+	value := "1"
 	obj := func(n int, dupAt int) string {
 		var b strings.Builder
 		b.WriteString("{")
@@ -271,7 +272,7 @@ func TestLargeObjects(t *testing.T) {
 			if i == dupAt {
 				k = 1
 			}
-			b.WriteString(`"k` + strconv.Itoa(k) + `":1`)
+			b.WriteString(`"k` + strconv.Itoa(k) + `":` + value)
 		}
 		b.WriteString("}")
 		return b.String()
@@ -293,6 +294,9 @@ func TestLargeObjects(t *testing.T) {
 			t.Errorf("nested=%t: a duplicate at key 21: %v", nested, err)
 		}
 	}
+	// Values of a realistic size; 200,000 keys of tiny numbers would take
+	// more memory than a batch may (TestDecodeMemoryBound).
+	value = `"` + strings.Repeat("v", 150) + `"`
 	big := []byte(`{"batch":[{"op":"PUT","table":"t","id":"a","data":` + obj(200000, -1) + `}]}`)
 	ops, err := decode(big, 10)
 	if err != nil || len(ops[0].Data) != 200000 {

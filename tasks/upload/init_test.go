@@ -53,6 +53,8 @@ func TestInitRefuses(t *testing.T) {
 		{"dead letters into the runtime's runs", false, map[string]string{"UPLOAD_REFUSED_COLLECTION": "_runtime_runs"}, `UPLOAD_REFUSED_COLLECTION: invalid collection name "_runtime_runs"`},
 		{"hostile allow-list of a runtime collection", false, map[string]string{"UPLOAD_ALLOW": "lists,_runtime_runs"}, "_runtime_ collections are the runtime's own"},
 		{"zero max ops", false, map[string]string{"UPLOAD_MAX_OPS": "0"}, "UPLOAD_MAX_OPS must be a number"},
+		{"memory for less than one batch", false, map[string]string{"UPLOAD_MEMORY": "1MB"}, "UPLOAD_MEMORY must be a size of at least 4 times body_limit"},
+		{"memory not a size", false, map[string]string{"UPLOAD_MEMORY": "lots"}, "UPLOAD_MEMORY must be a size"},
 		{"transactions flag", false, map[string]string{"UPLOAD_TRANSACTIONS": "sometimes"}, "UPLOAD_TRANSACTIONS must be true or false"},
 		{"URI without a database", false, map[string]string{"MONGO_DATABASE": "<unset>"}, "names none in its path and MONGO_DATABASE is unset"},
 		{"unacknowledged writes in the URI", false, map[string]string{"MONGO_URI": uri + "?w=0"}, "asks for unacknowledged writes (w=0)"},

@@ -222,7 +222,7 @@ func integer(v any) (int64, error) {
 // decodeValue parses JSON text with the batch's own decoder, so that what
 // it holds obeys the same rules as the batch (field names, depth, UTF-8).
 func decodeValue(s string, depth int) (any, error) {
-	d := &decoder{buf: []byte(s), op: -1}
+	d := newDecoder([]byte(s), 0, 4<<10)
 	v, err := d.value(depth)
 	if err == nil && d.peek() != 0 {
 		err = d.syntax("unexpected data after the value")

@@ -18,10 +18,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/taskrun/taskrun/internal/keys"
 	"github.com/taskrun/taskrun/internal/store"
 	"github.com/taskrun/taskrun/runtime"
+	"github.com/taskrun/taskrun/runtime/deployment"
 )
 
 // Deployment variables of the task (MONGO_URI, MONGO_DATABASE and the key
@@ -36,6 +38,7 @@ const (
 	VarRefused        = "UPLOAD_REFUSED"
 	VarRefusedColl    = "UPLOAD_REFUSED_COLLECTION"
 	VarMaxOps         = "UPLOAD_MAX_OPS"
+	VarMemory         = "UPLOAD_MEMORY"
 	DefaultRefusedCol = "_powersync_refused"
 )
 
@@ -65,6 +68,7 @@ func newTask(t *task) runtime.Task {
 		{Name: VarRefused, Optional: true, Help: "deadletter (default): refused operations are reported in a 200 and stored; strict: the batch fails with 422", Default: "deadletter"},
 		{Name: VarRefusedColl, Optional: true, Help: "collection of the refused operations (default " + DefaultRefusedCol + ")", Default: DefaultRefusedCol},
 		{Name: VarMaxOps, Optional: true, Help: fmt.Sprintf("most operations in one batch (default %d)", DefaultMaxOps), Default: strconv.Itoa(DefaultMaxOps)},
+		{Name: VarMemory, Optional: true, Help: fmt.Sprintf("memory the batches in flight may take together, each counted at %dx its size (more wait, then get 503); at least %d times body_limit", memFactor, memFactor), Default: fmt.Sprintf("(%d x body_limit)", memFactor*memBatches)},
 	}
 	vars = append(vars, store.Vars...)
 	vars = append(vars, keys.Vars...)
@@ -104,6 +108,7 @@ type task struct {
 	decimalText bool
 	refused     string
 	maxOps      int
+	mem         *admission
 	auth        bool
 	audience    string
 	issuer      string // "": tokens need not name one
@@ -189,6 +194,15 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 		}
 		t.maxOps = n
 	}
+	t.mem = &admission{limit: memFactor * memBatches * dep.BodyLimit, bodyLimit: dep.BodyLimit}
+	if v := dep.Get(VarMemory); v != "" {
+		n, err := deployment.ParseSize(v)
+		if err != nil || n < memFactor*dep.BodyLimit {
+			bad("%s must be a size of at least %d times body_limit (%d bytes), such as 100MB; got %q", VarMemory, memFactor, memFactor*dep.BodyLimit, v)
+		}
+		t.mem.limit = n
+	}
+	t.mem.sem = semaphore.NewWeighted(t.mem.limit)
 	rs, err := loadRules(dep, t.refused)
 	if err != nil {
 		errs = append(errs, err)
@@ -248,6 +262,8 @@ func (t *task) init(ctx context.Context, s *runtime.Setup) error {
 		"Operations received by upload, by outcome: applied, refused (dead-lettered or strict), unavailable (answered 503; the client sends them again).", "outcome")
 	t.dbErrors = s.Counter("upload_database_errors_total",
 		"Failed database writes of upload, by kind: unavailable (temporary: unreachable, timeout, election) or other.", "kind")
+	t.mem.busy = s.Counter("upload_busy_total",
+		"Batches answered 503 before they were read, by reason: memory (the batches in flight held UPLOAD_MEMORY; the client sends them again).", "reason")
 
 	ev := s.Log.Info()
 	if !t.auth {
@@ -310,10 +326,16 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 	if err := checkContentType(r.Header); err != nil {
 		return err
 	}
+	tk, err := t.mem.admit(r.Context(), r)
+	if err != nil {
+		return err
+	}
+	defer tk.release()
 	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
+	tk.fit(len(body))
 	ops, err := decode(body, t.maxOps)
 	if err != nil {
 		return clientError(err)
