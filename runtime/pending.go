@@ -32,9 +32,11 @@ const DroppedRecordsMetric = "runtime_run_records_dropped_total"
 // records queue behind them (keeping their order, and not waiting on a
 // store that is known to fail).
 type pending struct {
-	store   RunStore
-	log     zerolog.Logger
-	dropped *Counter
+	store    RunStore
+	log      zerolog.Logger
+	dropped  *Counter
+	maxRuns  int // MaxPendingRuns
+	maxBytes int // MaxPendingBytes
 
 	mu       sync.Mutex
 	items    []pendingRecord
@@ -55,7 +57,7 @@ func (p pendingRecord) size() int {
 }
 
 func newPending(store RunStore, log zerolog.Logger, dropped *Counter) *pending {
-	return &pending{store: store, log: log, dropped: dropped, stop: make(chan struct{})}
+	return &pending{store: store, log: log, dropped: dropped, maxRuns: MaxPendingRuns, maxBytes: MaxPendingBytes, stop: make(chan struct{})}
 }
 
 func (p *pending) failing() bool {
@@ -76,7 +78,7 @@ func (p *pending) add(r *Record, inserted bool) {
 	it := pendingRecord{rec: r, inserted: inserted}
 	p.items = append(p.items, it)
 	p.bytes += it.size()
-	for len(p.items) > 1 && (len(p.items) > MaxPendingRuns || p.bytes > MaxPendingBytes) {
+	for len(p.items) > 1 && (len(p.items) > p.maxRuns || p.bytes > p.maxBytes) {
 		old := p.items[0]
 		p.items = p.items[1:]
 		p.bytes -= old.size()
