@@ -104,6 +104,10 @@ func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 	}
 	s := c.setup("", c.log.With().Str("component", "runs").Logger())
 	store, err := openRunStore(ctx, s, opts.OpenRuns)
+	if errors.Is(err, ErrNoRunStore) {
+		s.Log.Warn().Err(err).Msg("run records are not kept")
+		store, err = nil, nil
+	}
 	if err != nil {
 		cerr := c.res.close(ctx)
 		return nil, errors.Join(fmt.Errorf("deployment %q: opening the run store: %w", dep.Name, err), cerr)

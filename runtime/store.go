@@ -120,6 +120,11 @@ func (f RunFilter) Match(r *Record) bool {
 		(f.Since.IsZero() || !r.Start.Before(f.Since))
 }
 
+// ErrNoRunStore, wrapped with the reason, is what a RunStoreOpener returns
+// for a deployment that has nowhere to keep runs (a production deployment
+// without its database): its runs still run, unrecorded, with a warning.
+var ErrNoRunStore = errors.New("no run store")
+
 // RunStoreOpener opens the run store of a deployment. It gets a Setup (with
 // the deployment, the state folder and the process-wide Shared resources,
 // so that it can share the database client that tasks use). main passes

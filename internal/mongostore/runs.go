@@ -25,6 +25,9 @@ const RunsCollection = "_runtime_runs"
 // _runtime_runs, shared by every instance; one on the embedded development
 // store keeps them in files under the state folder (starting no store).
 func OpenRuns(ctx context.Context, s *runtime.Setup) (runtime.RunStore, error) {
+	if _, ok := s.Deployment.Lookup(store.VarURI); !ok && s.Deployment.Production {
+		return nil, fmt.Errorf("%w: a production deployment keeps its runs in its database, and %s is unset", runtime.ErrNoRunStore, store.VarURI)
+	}
 	if store.Development(s.Deployment) {
 		if s.StateDir == "" {
 			return nil, errors.New("no state folder for the run records")

@@ -2,7 +2,9 @@ package mongostore_test
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -112,9 +114,26 @@ func TestOpenRuns(t *testing.T) {
 		t.Errorf("state folder holds %v, want only runs/ (no development store)", entries)
 	}
 
-	// A production deployment without MONGO_URI is refused, naming why.
-	_, err = runtime.NewCore(ctx, reg, deployment.New("prod", true, nil), runtime.Options{Log: zerolog.Nop(), StateDir: state, OpenRuns: mongostore.OpenRuns})
-	if err == nil || !strings.Contains(err.Error(), "opening the run store") || !strings.Contains(err.Error(), "MONGO_URI is unset") {
-		t.Errorf("production without MONGO_URI: %v", err)
+	// A production deployment without MONGO_URI has no run store: its
+	// runs run, unrecorded, with a warning; listing its runs says why not.
+	var logs strings.Builder
+	prod := deployment.New("prod", true, nil)
+	c, err = runtime.NewCore(ctx, reg, prod, runtime.Options{Log: zerolog.New(&logs), StateDir: state, OpenRuns: mongostore.OpenRuns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if rec, err := c.Run(ctx, "plain", nil, nil); err != nil || rec.Outcome != runtime.Succeeded || c.Executor().Store() != nil {
+		t.Errorf("a run in production without MONGO_URI: %+v, %v", rec, err)
+	}
+	if !strings.Contains(logs.String(), "run records are not kept") || !strings.Contains(logs.String(), "MONGO_URI is unset") {
+		t.Errorf("no warning:\n%s", logs.String())
+	}
+	if _, _, err := runtime.OpenRunStore(ctx, prod, runtime.Options{Log: zerolog.Nop(), StateDir: state, OpenRuns: mongostore.OpenRuns}); !errors.Is(err, runtime.ErrNoRunStore) ||
+		!strings.Contains(err.Error(), "a production deployment keeps its runs in its database, and MONGO_URI is unset") {
+		t.Errorf("OpenRunStore in production without MONGO_URI: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "runs", "prod")); !os.IsNotExist(err) {
+		t.Errorf("production wrote run files: %v", err)
 	}
 }
