@@ -131,7 +131,7 @@ type Deployment struct {
 	CORSCredentials bool
 	// NoDashboard turns the dashboard at /_/ off (dashboard: false).
 	NoDashboard bool
-	Dir             string // the deployments/ folder it was loaded from
+	Dir         string // the deployments/ folder it was loaded from
 	// File is the deployment file it was loaded from ("" for New).
 	File string
 
