@@ -2,14 +2,18 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/dashboard"
 	"github.com/taskrun/taskrun/runtime/deployment"
+	"github.com/taskrun/taskrun/runtime/queue"
 )
 
 // VarDashboardToken is the secret that opens a production deployment's
@@ -54,4 +58,44 @@ func (a *App) mountDashboard(ctx context.Context, h *runtime.Host, dep *deployme
 	})
 	u, _ := url.JoinPath(base, dashboard.Prefix)
 	return u, nil
+}
+
+// dashboardJobs shows a deployment's queue on the dashboard.
+type dashboardJobs struct{ st queue.Store }
+
+func (d dashboardJobs) Jobs(ctx context.Context, f dashboard.JobFilter) ([]dashboard.Job, error) {
+	jobs, err := d.st.List(ctx, queue.Filter{State: queue.State(f.State), Queue: f.Queue, Task: f.Task, Limit: 100})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dashboard.Job, len(jobs))
+	for i, j := range jobs {
+		out[i] = dashboard.Job{ID: j.ID, Task: j.Task, Queue: j.Queue, State: string(j.State), Attempts: j.Attempt,
+			MaxAttempts: j.MaxAttempts, RunAt: j.RunAt, LastError: j.LastError}
+	}
+	return out, nil
+}
+
+func (d dashboardJobs) Retry(ctx context.Context, id string) error {
+	_, err := d.st.Retry(ctx, id, time.Now())
+	return dashboardJobErr(err)
+}
+
+func (d dashboardJobs) Cancel(ctx context.Context, id string) error {
+	_, _, err := d.st.Cancel(ctx, id, time.Now())
+	return dashboardJobErr(err)
+}
+
+// dashboardJobErr turns the store's refusals into answers for the page.
+func dashboardJobErr(err error) error {
+	var ie *queue.InvalidError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, queue.ErrNotFound):
+		return dashboard.ClientError(http.StatusNotFound, "no such job")
+	case errors.As(err, &ie):
+		return dashboard.ClientError(http.StatusConflict, ie.Error())
+	}
+	return err
 }

@@ -316,6 +316,11 @@ type clientError struct {
 
 func (c clientError) Error() string { return c.msg }
 
+// ClientError is an error a Schedules or Jobs implementation returns for a
+// refusal the page should show as is (status and message), such as a job
+// that cannot be retried in its state.
+func ClientError(status int, msg string) error { return clientError{status, msg} }
+
 func badRequest(format string, args ...any) error {
 	return clientError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
 }

@@ -139,7 +139,7 @@ func (d *Dashboard) schedulesPage(r *http.Request) (string, string, any, error) 
 	return "schedules", "Schedules", data, nil
 }
 
-var jobStates = []string{"pending", "running", "succeeded", "failed", "dead", "cancelled"}
+var jobStates = []string{"pending", "running", "succeeded", "dead", "cancelled"}
 
 func (d *Dashboard) jobsPage(r *http.Request) (string, string, any, error) {
 	q := r.URL.Query()
