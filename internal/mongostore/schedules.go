@@ -68,6 +68,7 @@ type scheduleDoc struct {
 	Name       string    `bson:"_id"`
 	KnownSince time.Time `bson:"known_since"`
 	LastFire   time.Time `bson:"last_fire"`
+	Paused     bool      `bson:"paused,omitempty"`
 }
 
 type fireDoc struct {
@@ -98,7 +99,7 @@ func orEpoch(t time.Time) time.Time {
 }
 
 func (d *scheduleDoc) state() schedule.State {
-	return schedule.State{Name: d.Name, KnownSince: none(d.KnownSince), LastFire: none(d.LastFire)}
+	return schedule.State{Name: d.Name, KnownSince: none(d.KnownSince), LastFire: none(d.LastFire), Paused: d.Paused}
 }
 
 func (d *fireDoc) fire() schedule.Fire {
@@ -160,6 +161,11 @@ func (s *Schedules) Claim(ctx context.Context, c schedule.Claim) (schedule.Claim
 		return schedule.ClaimResult{}, fmt.Errorf("claiming %s of schedule %s: %w", at.Format(time.RFC3339), f.Schedule, err)
 	}
 	res := schedule.ClaimResult{Prev: none(d.LastFire)}
+	if d.Paused {
+		// The fire time is this instance's to skip: no other instance can
+		// claim it now that last_fire has passed it.
+		return schedule.ClaimResult{Outcome: schedule.Paused}, nil
+	}
 
 	running, err := s.running(ctx, f.Schedule)
 	if err != nil {
@@ -317,6 +323,21 @@ func (s *Schedules) States(ctx context.Context) ([]schedule.State, error) {
 		}
 	}
 	return out, nil
+}
+
+// SetPaused pauses or resumes a schedule. On the development store a
+// claim racing with it may write the schedule's record back as it read
+// it (FerretDB updates read, then write), undoing the change: press again.
+func (s *Schedules) SetPaused(ctx context.Context, name string, paused bool) error {
+	res, err := s.schedules.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "paused", Value: paused}}}})
+	if err != nil {
+		return fmt.Errorf("pausing schedule %s: %w", name, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("schedule %s: %w", name, schedule.ErrNotRegistered)
+	}
+	return nil
 }
 
 // Fires returns a schedule's fires from since on, oldest first.

@@ -276,3 +276,41 @@ func TestSchedulesStatesSorted(t *testing.T) {
 		t.Errorf("names = %v", names)
 	}
 }
+
+// A paused schedule's fire times are taken and skipped, by one instance
+// each; resumed, they run again.
+func TestSchedulesPause(t *testing.T) {
+	ctx := context.Background()
+	s := mongostore.NewSchedules(storetest.Database(t))
+	if err := s.SetPaused(ctx, "nightly", true); !errors.Is(err, schedule.ErrNotRegistered) {
+		t.Errorf("pausing an unregistered schedule: %v, want ErrNotRegistered", err)
+	}
+	if _, err := s.Register(ctx, "nightly", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPaused(ctx, "nightly", true); err != nil {
+		t.Fatal(err)
+	}
+	states, err := s.States(ctx)
+	if err != nil || len(states) != 1 || !states[0].Paused {
+		t.Fatalf("states after pausing: %+v, %v", states, err)
+	}
+	at := t0.Add(time.Minute)
+	res, err := s.Claim(ctx, schedule.Claim{Fire: fire("nightly", at, at, "a", time.Minute)})
+	if err != nil || res.Outcome != schedule.Paused {
+		t.Fatalf("claim while paused: %+v, %v; want Paused", res, err)
+	}
+	if res, err := s.Claim(ctx, schedule.Claim{Fire: fire("nightly", at, at, "b", time.Minute)}); err != nil || res.Outcome != schedule.Taken {
+		t.Errorf("a second instance's claim of the paused fire time: %+v, %v; want Taken", res, err)
+	}
+	if fires, err := s.Fires(ctx, "nightly", t0, 10); err != nil || len(fires) != 0 {
+		t.Errorf("a paused fire time left fires: %+v, %v", fires, err)
+	}
+	if err := s.SetPaused(ctx, "nightly", false); err != nil {
+		t.Fatal(err)
+	}
+	at = at.Add(time.Minute)
+	if res, err := s.Claim(ctx, schedule.Claim{Fire: fire("nightly", at, at, "a", time.Minute)}); err != nil || res.Outcome != schedule.Claimed {
+		t.Errorf("claim after resuming: %+v, %v; want Claimed", res, err)
+	}
+}

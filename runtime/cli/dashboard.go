@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/taskrun/taskrun/runtime/dashboard"
 	"github.com/taskrun/taskrun/runtime/deployment"
 	"github.com/taskrun/taskrun/runtime/queue"
+	"github.com/taskrun/taskrun/runtime/schedule"
 )
 
 // VarDashboardToken is the secret that opens a production deployment's
@@ -31,9 +33,16 @@ type DashboardParts struct {
 	Refused func(s *runtime.Setup) dashboard.Refused
 }
 
+// dashboardSources are the deployment's schedules and queue, when it runs
+// them (nil: the page says they are not enabled).
+type dashboardSources struct {
+	sched *schedule.Scheduler
+	jobs  queue.Store
+}
+
 // mountDashboard serves the dashboard at /_/ of h, when the deployment
 // should have one, and returns its URL ("" when it has none).
-func (a *App) mountDashboard(ctx context.Context, h *runtime.Host, dep *deployment.Deployment, log zerolog.Logger, base string) (string, error) {
+func (a *App) mountDashboard(ctx context.Context, h *runtime.Host, dep *deployment.Deployment, log zerolog.Logger, base string, src dashboardSources) (string, error) {
 	if dep.NoDashboard {
 		return "", nil
 	}
@@ -45,6 +54,12 @@ func (a *App) mountDashboard(ctx context.Context, h *runtime.Host, dep *deployme
 	}
 	if a.Dashboard.Refused != nil {
 		o.Refused = a.Dashboard.Refused(h.Setup("dashboard"))
+	}
+	if src.sched != nil {
+		o.Schedules = dashboardSchedules{src.sched}
+	}
+	if src.jobs != nil {
+		o.Jobs = dashboardJobs{src.jobs}
 	}
 	reqs := dashboard.NewRequestLog(h.Registry().Names(), 0)
 	o.Requests = reqs
@@ -98,4 +113,40 @@ func dashboardJobErr(err error) error {
 		return dashboard.ClientError(http.StatusConflict, ie.Error())
 	}
 	return err
+}
+
+// dashboardSchedules shows the schedules this instance runs, with their
+// shared state (last run, paused) from the store.
+type dashboardSchedules struct{ sc *schedule.Scheduler }
+
+func (d dashboardSchedules) Schedules(ctx context.Context) ([]dashboard.Schedule, error) {
+	states, err := d.sc.Store().States(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]schedule.State{}
+	for _, st := range states {
+		byName[st.Name] = st
+	}
+	now := time.Now()
+	var out []dashboard.Schedule
+	for _, s := range d.sc.Schedules() {
+		st := byName[s.Name]
+		out = append(out, dashboard.Schedule{Name: s.Name, Task: s.Task, Spec: s.Spec.String(), TZ: s.TZ(),
+			Next: s.Spec.Next(now), Paused: st.Paused, LastOutcome: st.LastRun.Outcome, LastFire: st.LastRun.Time})
+	}
+	return out, nil
+}
+
+func (d dashboardSchedules) SetPaused(ctx context.Context, name string, paused bool) error {
+	for _, s := range d.sc.Schedules() {
+		if s.Name == name {
+			err := d.sc.Store().SetPaused(ctx, name, paused)
+			if errors.Is(err, schedule.ErrNotRegistered) {
+				return dashboard.ClientError(http.StatusConflict, "schedule "+name+" has not been registered in the store yet: try again in a moment")
+			}
+			return err
+		}
+	}
+	return dashboard.ClientError(http.StatusNotFound, "no schedule "+strconv.Quote(name))
 }

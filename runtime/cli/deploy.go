@@ -98,8 +98,17 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 			log.Info().Str("task", t.Name).Strs("methods", t.Methods()).Str("url", url+"/"+t.Name).Msg("mounted")
 		}
 	}
-	durl, err := a.mountDashboard(ctx, h, dep, log, url)
+	sched, err := a.startSchedules(ctx, h, scheds, log)
 	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	// On SIGTERM the schedules stop claiming and their runs finish within
+	// the grace period, alongside the HTTP requests.
+	stopSchedules := stopSchedulesOn(ctx, sched, dep.Grace)
+	durl, err := a.mountDashboard(ctx, h, dep, log, url, dashboardSources{sched: sched})
+	if err != nil {
+		_ = stopSchedules()
 		return fmt.Errorf("the dashboard: %w", err)
 	}
 	switch {
@@ -112,14 +121,6 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	default:
 		log.Info().Msg("no dashboard: a production deployment serves one only with DASHBOARD_TOKEN set")
 	}
-	sched, err := a.startSchedules(ctx, h, scheds, log)
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	// On SIGTERM the schedules stop claiming and their runs finish within
-	// the grace period, alongside the HTTP requests.
-	stopSchedules := stopSchedulesOn(ctx, sched, dep.Grace)
 	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
 	flush()

@@ -26,10 +26,21 @@ type varRow struct {
 	Masked, Set, Required             bool
 }
 
-func (d *Dashboard) taskRows() []taskRow {
+func (d *Dashboard) taskRows(r *http.Request) []taskRow {
+	// Each task's schedules, from the scheduler (a failure only leaves the
+	// column empty: the schedules page reports it).
+	scheds := map[string][]string{}
+	if d.o.Schedules != nil {
+		if list, err := d.o.Schedules.Schedules(r.Context()); err == nil {
+			for _, s := range list {
+				scheds[s.Task] = append(scheds[s.Task], s.Spec+" ("+s.TZ+")")
+			}
+		}
+	}
 	var rows []taskRow
 	for _, t := range d.o.Registry.Tasks() {
-		row := taskRow{Name: t.Name, Description: t.Description, Methods: t.Methods(), OnDemand: t.Run != nil}
+		row := taskRow{Name: t.Name, Description: t.Description, Methods: t.Methods(), OnDemand: t.Run != nil,
+			Schedule: strings.Join(scheds[t.Name], "; ")}
 		if t.HTTP != nil {
 			row.URL = "/" + t.Name
 		}
@@ -57,12 +68,12 @@ func (d *Dashboard) varRow(name string, decl runtime.Var, users []string) varRow
 }
 
 func (d *Dashboard) tasksPage(r *http.Request) (string, string, any, error) {
-	return "tasks", "Tasks", d.taskRows(), nil
+	return "tasks", "Tasks", d.taskRows(r), nil
 }
 
 func (d *Dashboard) taskPage(r *http.Request) (string, string, any, error) {
 	name := r.PathValue("name")
-	for _, row := range d.taskRows() {
+	for _, row := range d.taskRows(r) {
 		if row.Name == name {
 			data := map[string]any{"Task": row, "CanRun": row.OnDemand && d.o.Runner != nil}
 			if d.o.Requests != nil {

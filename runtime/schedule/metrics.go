@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer, active func() int64) (*metrics, error
 		}, []string{"schedule", "outcome"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "schedule_skipped_total",
-			Help: "Fire times skipped, by schedule and reason (missed: no instance was running; overlap: the previous run was still running), counted by the instance that claimed the next fire time.",
+			Help: "Fire times skipped, by schedule and reason (missed: no instance was running; overlap: the previous run was still running; paused: the schedule was paused), counted by the instance that claimed the next fire time.",
 		}, []string{"schedule", "reason"}),
 		lateness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "schedule_lateness_seconds",

@@ -114,6 +114,9 @@ func New(schedules []Schedule, o Options) (*Scheduler, error) {
 // Schedules are the enabled schedules it runs, sorted by name.
 func (s *Scheduler) Schedules() []*Schedule { return s.schedules }
 
+// Store is the store it claims fire times in.
+func (s *Scheduler) Store() Store { return s.o.Store }
+
 // Active is the number of runs this instance has claimed and not finished.
 func (s *Scheduler) Active() int { return int(s.active.Load()) }
 
@@ -308,6 +311,11 @@ func (s *Scheduler) fire(sc *Schedule, at time.Time, catchup bool) bool {
 	if res.Outcome == Taken {
 		log.Debug().Msg("schedules: fire time taken by another instance")
 		return false
+	}
+	if res.Outcome == Paused {
+		log.Info().Msg("schedules: fire time skipped: the schedule is paused")
+		s.m.skipped.WithLabelValues(sc.Name, "paused").Inc()
+		return true
 	}
 	if !res.Prev.IsZero() {
 		if n := sc.Spec.Between(res.Prev, at, 1_000_000); n > 0 {

@@ -47,6 +47,10 @@ type Store interface {
 	// Fires returns a schedule's fires from since on, oldest first, at
 	// most limit.
 	Fires(ctx context.Context, name string, since time.Time, limit int) ([]Fire, error)
+	// SetPaused pauses a schedule (its fire times are skipped, on every
+	// instance, until it is resumed) or resumes it. ErrNotRegistered when
+	// the schedule has no record.
+	SetPaused(ctx context.Context, name string, paused bool) error
 }
 
 // Store errors.
@@ -69,6 +73,9 @@ type State struct {
 	LastRun Fire
 	// Running are the fires claimed and not finished, oldest first.
 	Running []Fire
+	// Paused: its fire times are skipped until it is resumed (the
+	// dashboard's Pause button).
+	Paused bool
 }
 
 // States of a fire.
@@ -116,6 +123,9 @@ const (
 	// Taken: another instance claimed or skipped this fire time or a later
 	// one; nothing to do.
 	Taken
+	// Paused: the schedule is paused; this instance took the fire time
+	// (no other instance runs it) and skipped it.
+	Paused
 )
 
 // ClaimResult says what became of a claim.
