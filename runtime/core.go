@@ -26,7 +26,8 @@ type Core struct {
 	stateDir string
 	res      *resources
 	metrics  *metrics
-	secrets  [][]byte // the forms of the deployment's secrets, for redaction
+	secrets  [][]byte  // the forms of the deployment's secrets, for redaction
+	access   io.Writer // Options.AccessLog
 	exec     *Executor
 }
 
@@ -34,6 +35,11 @@ type Core struct {
 type Options struct {
 	// Log receives the runtime's and the tasks' logs (see NewLogger).
 	Log zerolog.Logger
+	// AccessLog, if set, receives the access log's JSON lines (one per
+	// request) instead of Log, without Log's redactor: those lines hold
+	// only values the runtime chose or bounded (see Host.accessLog), never
+	// a secret. Nil: they go to Log.
+	AccessLog io.Writer
 	// StateDir is the git-ignored folder for local state (run records,
 	// development stores).
 	StateDir string
@@ -50,7 +56,7 @@ type Options struct {
 func NewCore(ctx context.Context, reg *Registry, dep *deployment.Deployment, opts Options) (*Core, error) {
 	m := newMetrics(dep.Name)
 	c := &Core{reg: reg, dep: dep, log: opts.Log, stateDir: opts.StateDir, res: newResources(m), metrics: m,
-		secrets: secretForms(dep.Secrets())}
+		secrets: secretForms(dep.Secrets()), access: opts.AccessLog}
 	// Every problem in one message: the missing variables, a production
 	// deployment's placeholders, then what each task's Init finds (tasks
 	// with a missing variable are not started).

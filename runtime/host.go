@@ -28,6 +28,7 @@ type Host struct {
 	*Core
 	echo    *echo.Echo
 	edge    *edge
+	access  *accessLogger
 	observe func(RequestInfo)
 }
 
@@ -69,7 +70,7 @@ func NewHost(ctx context.Context, reg *Registry, dep *deployment.Deployment, opt
 // NewHTTPHost builds the HTTP host of a Core (h.Core). Closing the Host
 // closes the Core.
 func NewHTTPHost(c *Core) *Host {
-	h := &Host{Core: c, edge: newEdge(c.log, c.metrics, c.dep.BodyReadTimeout)}
+	h := &Host{Core: c, edge: newEdge(c.log, c.metrics, c.dep.BodyReadTimeout), access: newAccessLogger(c.access, c.log)}
 	h.echo = h.newEcho()
 	return h
 }
@@ -203,11 +204,13 @@ const (
 )
 
 // requestID keeps a well-formed incoming X-Request-Id (a load balancer's),
-// or makes one, and returns it in the response.
+// or makes one, and returns it in the response. An incoming id holding a
+// secret is replaced too: the id is the one value of the access log's
+// lines a client chooses, and those lines skip the redactor.
 func (h *Host) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Request().Header.Get(RequestIDHeader)
-		if !validID(id) {
+		if !validID(id) || holdsSecret(id, h.secrets) {
 			id = newID()
 		}
 		c.Response().Header().Set(RequestIDHeader, id)
@@ -230,7 +233,11 @@ type taskContext struct {
 }
 
 // accessLog logs one line per request: never the query string or headers,
-// which may carry tokens.
+// which may carry tokens. Every value of the line is the runtime's own or
+// bounded: the request id (made here, or a client's of at most 64 bytes of
+// [A-Za-z0-9._-] holding no secret: requestID), the method label, a
+// registered route or "(unknown)", status, size and duration. None can
+// hold a secret, so with Options.AccessLog the line skips the redactor.
 func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -260,13 +267,9 @@ func (h *Host) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if h.observe != nil && task != "" {
 			h.observe(RequestInfo{Time: start, Task: task, Method: method, Status: status, Latency: d, RequestID: requestIDOf(c)})
 		}
-		ev := h.log.Info()
-		if status >= 500 {
-			ev = h.log.Error()
-		}
-		ev.Str("request_id", requestIDOf(c)).Str("method", method).
+		h.access.msg(h.access.event(status).Str("request_id", requestIDOf(c)).Str("method", method).
 			Str("path", pathLabel(c)).Int("status", status).
-			Int64("bytes", c.Response().Size).Dur("duration", d).Msg("request")
+			Int64("bytes", c.Response().Size).Dur("duration", d), start.Add(d))
 		return nil
 	}
 }
@@ -343,6 +346,7 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 	if rt := h.dep.RequestTimeout; rt > 0 && rt < timeout {
 		timeout = rt
 	}
+	tlog := h.log.With().Str("task", t.Name).Logger()
 	return func(c echo.Context) error {
 		id := requestIDOf(c)
 		tc, _ := c.(*taskContext)
@@ -360,7 +364,7 @@ func (h *Host) serveTask(t Task, fn HTTPFunc) echo.HandlerFunc {
 			}
 		}
 		env := &Env{ID: id, Task: t.Name, Deployment: h.dep, enqueuer: h.exec.enqueuer,
-			Log: h.log.With().Str("task", t.Name).Str("request_id", id).Logger()}
+			Log: tlog.With().Str("request_id", id).Logger()}
 		if t.Access.auth != nil {
 			subject, err := t.Access.auth(c, env)
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -91,6 +92,17 @@ func jsonEscape(s string, html bool) string {
 		}
 	}
 	return b.String()
+}
+
+// holdsSecret reports whether s contains a form of a secret (forms as
+// secretForms returns them).
+func holdsSecret(s string, forms [][]byte) bool {
+	for _, f := range forms {
+		if strings.Contains(s, string(f)) {
+			return true
+		}
+	}
+	return false
 }
 
 func redactBytes(p []byte, forms [][]byte) []byte {
@@ -212,4 +224,54 @@ func (b *BufferedWriter) Close() error {
 	close(b.stop)
 	<-b.done
 	return b.Flush()
+}
+
+// accessLogger writes the access log's lines. Given a writer of its own
+// (Options.AccessLog) it writes there without the redactor, which scanned
+// every line for every form of every secret, and stamps "time" itself
+// from a string made once a second (the format, RFC 3339, has seconds
+// only) where zerolog's Timestamp formats the time on every line. Without
+// one, its lines go to the runtime's log as any other.
+type accessLogger struct {
+	log   zerolog.Logger
+	stamp bool // log has no Timestamp hook: add "time"
+	last  atomic.Pointer[timeStamp]
+}
+
+type timeStamp struct {
+	sec int64
+	s   string
+}
+
+func newAccessLogger(w io.Writer, log zerolog.Logger) *accessLogger {
+	if w == nil {
+		return &accessLogger{log: log}
+	}
+	return &accessLogger{log: zerolog.New(w), stamp: true}
+}
+
+// event starts a line at level info, or error for a status of 500 or more.
+func (a *accessLogger) event(status int) *zerolog.Event {
+	if status >= 500 {
+		return a.log.Error()
+	}
+	return a.log.Info()
+}
+
+// msg ends the line as zerolog's Timestamp would: "time", then "message".
+func (a *accessLogger) msg(ev *zerolog.Event, now time.Time) {
+	if a.stamp {
+		ev = ev.Str(zerolog.TimestampFieldName, a.timeString(now))
+	}
+	ev.Msg("request")
+}
+
+func (a *accessLogger) timeString(now time.Time) string {
+	sec := now.Unix()
+	if ts := a.last.Load(); ts != nil && ts.sec == sec {
+		return ts.s
+	}
+	ts := &timeStamp{sec: sec, s: now.Format(time.RFC3339)}
+	a.last.Store(ts)
+	return ts.s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -55,6 +56,7 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	// as soon as it is serving, for whoever waits for that line.
 	out := a.Stdout
 	flush := func() {}
+	var access io.Writer // the access log's lines, unredacted (runtime.Options.AccessLog); nil on a terminal
 	if f, ok := out.(*os.File); !ok || !isatty.IsTerminal(f.Fd()) {
 		interval := a.LogInterval
 		if interval <= 0 {
@@ -63,6 +65,7 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 		bw := runtime.NewBufferedWriter(out, 64<<10, interval)
 		defer bw.Close()
 		out, flush = bw, func() { _ = bw.Flush() }
+		access = bw
 	}
 	log := runtime.NewLogger(out, dep.Secrets())
 	addr := dep.Listen
@@ -84,7 +87,9 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 		}
 		defer release()
 	}
-	h, err := runtime.NewHost(ctx, p.reg, dep, a.options(log, p))
+	opts := a.options(log, p)
+	opts.AccessLog = access
+	h, err := runtime.NewHost(ctx, p.reg, dep, opts)
 	if err != nil {
 		return err
 	}
