@@ -127,6 +127,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{"startup", b.measureStartup},
 		{"startup", b.measureTestStartup},
 		{"memory", b.measureBigBatch},
+		{"memory", b.measureHostileBatches},
 		{"jwks", b.measureMain}, // jwks, RS256 token, uploads and decoding share one instance
 		{"token", b.measureFastTokens},
 		{"decode", b.measureDecodeBench},
@@ -186,7 +187,7 @@ func rowOrder(path string) int {
 }
 
 func metricOrder(name string) int {
-	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "runtime CPU", "upload of", "schedule"} {
+	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "nested-values", "12 nested-values", "runtime CPU", "upload of", "schedule"} {
 		if strings.HasPrefix(name, p) {
 			return i
 		}
