@@ -30,7 +30,11 @@
 //
 // The Host (NewHost, or NewHTTPHost over a Core) is the HTTP side: it
 // serves the HTTP tasks (Handler, Serve with a graceful shutdown) next to
-// /healthz, /readyz and /metrics.
+// /healthz, /readyz and /metrics (one Prometheus registry per Core, which
+// Setup.Registerer and Core.Registerer hand out). Its edge (edge.go)
+// bounds what a client can hold: a body read deadline (408), no waiting for
+// a body no handler reads, lingering close so that a 413 is read, net/http's
+// own answers as JSON; cors.go answers browsers from cors_origins.
 // Handlers return errors: an *Error (Errorf, BadRequest, Unauthorized,
 // Unavailable) keeps its status and message; any other error or a panic
 // becomes an opaque 500 carrying the request id, with the chain and stack
