@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -180,16 +179,27 @@ func Console(w io.Writer) io.Writer {
 // when size bytes are pending, every interval, and on Close: one write
 // system call per batch of log lines instead of one per request. A crash
 // loses at most one interval of lines.
+//
+// Writers only append to the pending batch; the batch is written by the
+// flusher (or Flush) without holding the writers' lock, so a request
+// logging its line never waits for a slow stdout (a pipe to a log
+// collector) unless 4 batches are pending, which bounds the memory.
 type BufferedWriter struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	stop chan struct{}
-	done chan struct{}
+	mu      sync.Mutex // guards pending
+	pending []byte
+	size    int
+	wmu     sync.Mutex // held while a batch is taken and written: batches go out in order
+	w       io.Writer
+	spare   []byte // the last batch written, reused (under wmu)
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // NewBufferedWriter starts a BufferedWriter over w.
 func NewBufferedWriter(w io.Writer, size int, interval time.Duration) *BufferedWriter {
-	b := &BufferedWriter{w: bufio.NewWriterSize(w, size), stop: make(chan struct{}), done: make(chan struct{})}
+	b := &BufferedWriter{w: w, size: size, pending: make([]byte, 0, size),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		t := time.NewTicker(interval)
@@ -199,8 +209,9 @@ func NewBufferedWriter(w io.Writer, size int, interval time.Duration) *BufferedW
 			case <-b.stop:
 				return
 			case <-t.C:
-				_ = b.Flush()
+			case <-b.kick:
 			}
+			_ = b.Flush()
 		}
 	}()
 	return b
@@ -208,15 +219,42 @@ func NewBufferedWriter(w io.Writer, size int, interval time.Duration) *BufferedW
 
 func (b *BufferedWriter) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Write(p)
+	b.pending = append(b.pending, p...)
+	n := len(b.pending)
+	b.mu.Unlock()
+	switch {
+	case n >= 4*b.size: // the flusher is behind: wait for the output
+		if err := b.Flush(); err != nil {
+			return 0, err
+		}
+	case n >= b.size:
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
+	return len(p), nil
 }
 
 // Flush writes what is pending now.
 func (b *BufferedWriter) Flush() error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Flush()
+	batch := b.pending
+	b.pending = b.spare[:0]
+	b.mu.Unlock()
+	if len(batch) == 0 {
+		b.spare = batch
+		return nil
+	}
+	_, err := b.w.Write(batch)
+	if cap(batch) <= 4*b.size {
+		b.spare = batch
+	} else {
+		b.spare = nil // after a burst: not kept
+	}
+	return err
 }
 
 // Close stops the flusher and writes what is pending.
