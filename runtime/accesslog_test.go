@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/runtimetest"
 )
@@ -77,5 +79,26 @@ func TestHostAccessLogWriter(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), `"message":"request"`) {
 		t.Errorf("access lines also went to the runtime's log:\n%s", logs.String())
+	}
+}
+
+// A task's log lines carry the task and the request id, also through a
+// logger derived from env.Log.
+func TestHostTaskLogHasRequestID(t *testing.T) {
+	task := runtime.Task{Name: "logs", Access: runtime.Public, HTTP: map[string]runtime.HTTPFunc{
+		http.MethodGet: func(c echo.Context, env *runtime.Env) error {
+			env.Log.Info().Msg("direct")
+			l := env.Log.With().Str("step", "two").Logger()
+			l.Info().Msg("derived")
+			return c.NoContent(http.StatusNoContent)
+		}}}
+	h := runtimetest.New(t, testDep(nil), task)
+	resp := h.Do("GET", "/logs", nil)
+	id := resp.Header.Get(runtime.RequestIDHeader)
+	for _, msg := range []string{"direct", "derived"} {
+		line := findLog(t, h.Logs.String(), msg)
+		if line["request_id"] != id || line["task"] != "logs" {
+			t.Errorf("%s: %v, want request_id %q and task logs", msg, line, id)
+		}
 	}
 }
