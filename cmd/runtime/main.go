@@ -17,6 +17,6 @@ import (
 
 func main() {
 	os.Exit(cli.Main(cli.App{Args: os.Args[1:], Environ: os.Environ(), Stdout: os.Stdout, Stderr: os.Stderr, Tasks: tasks.All(),
-		OpenRuns: mongostore.OpenRuns, OpenSchedules: mongostore.OpenSchedules, Vars: store.Vars,
+		OpenRuns: mongostore.OpenRuns, OpenSchedules: mongostore.OpenSchedules, OpenJobs: mongostore.OpenJobs, Vars: store.Vars,
 		Dashboard: cli.DashboardParts{Refused: upload.DeadLetters}, ServeLock: store.ClaimServing, HoldStore: store.Hold}))
 }

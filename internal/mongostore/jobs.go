@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -84,11 +83,12 @@ const LeaseRetention = time.Hour
 // Named queues: of a queue's unfinished jobs only the head may be
 // claimed: head true, with lock set to the queue's name, and lock is
 // unique and sparse, so there is one head per queue however writers race.
-// Jobs without a queue are heads from the start. When a queue's head
-// finishes, the lowest seq of its unfinished jobs becomes head (advance);
-// enqueue, cancel and Sweep advance too, so a process that died between
-// finishing a job and advancing its queue delays the queue until the next
-// sweep. seq is max(enqueue time in ns, the queue's highest seq + 1),
+// Jobs without a queue are heads from the start, and so is a queue's job
+// enqueued while the queue has no other. When a queue's head finishes,
+// the lowest seq of its unfinished jobs becomes head (advance); cancel
+// and Sweep advance too, and an enqueue that finds the job ahead of it
+// finished meanwhile; so a process that died between finishing a job and
+// advancing its queue delays the queue until the next sweep. seq is max(enqueue time in ns, the queue's highest seq + 1),
 // unique per queue (qseq), so jobs start in enqueue order even when the
 // instances' clocks disagree. A failed job waiting for its retry stays
 // head: it keeps its queue's order.
@@ -363,7 +363,7 @@ func (s *Jobs) Enqueue(ctx context.Context, j *queue.Job) (*queue.Job, bool, err
 	j.Rev = 1
 	d := toDoc(j)
 	d.Key = uniqueKey(j.Task, j.Key)
-	d.Head = j.Queue == ""
+	d.Head = j.Queue == "" // a queue's job: see insert
 	if d.ParamsRef {
 		if _, err := s.params.InsertOne(ctx, bson.D{{Key: "_id", Value: j.ID}, {Key: "params", Value: string(j.Params)}}); err != nil {
 			return nil, false, fmt.Errorf("storing the params of job %s: %w", j.ID, err)
@@ -380,22 +380,21 @@ func (s *Jobs) Enqueue(ctx context.Context, j *queue.Job) (*queue.Job, bool, err
 		return nil, false, err
 	}
 	j.Seq = d.Seq
-	if j.Queue != "" {
-		// Stored either way: when this fails, the next sweep lets the
-		// queue move on.
-		_ = s.advance(ctx, j.Queue)
-	}
 	return j, false, nil
 }
 
 var errStored = errors.New("a job with this id is stored already")
 
 // insert stores d in the unfinished jobs, giving a queued job the next seq
-// of its queue. existing: the unfinished job that holds d.Key.
+// of its queue: the head of its queue when the queue has no other
+// unfinished job (its unique lock settles a race with another enqueue),
+// else behind the last one, which lets it start when it finishes (or, if
+// it finished meanwhile, insert does). existing: the unfinished job that
+// holds d.Key.
 func (s *Jobs) insert(ctx context.Context, d *jobDoc, now time.Time) (existing *jobDoc, err error) {
 	for range 50 {
+		var last jobDoc
 		if d.Queue != "" {
-			var last jobDoc
 			err := s.active.FindOne(ctx, bson.D{{Key: "queue", Value: d.Queue}},
 				options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&last)
 			if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
@@ -403,9 +402,20 @@ func (s *Jobs) insert(ctx context.Context, d *jobDoc, now time.Time) (existing *
 			}
 			d.Seq = max(now.UnixNano(), last.Seq+1)
 			d.QSeq = qseq(d.Queue, d.Seq)
+			d.Head, d.Lock = last.ID == "", ""
+			if d.Head {
+				d.Lock = d.Queue
+			}
 		}
 		_, err := s.active.InsertOne(ctx, d)
 		if err == nil {
+			if last.ID != "" {
+				// The job ahead finished before this one was stored: its
+				// advance did not see this one.
+				if err := s.active.FindOne(ctx, byID(last.ID)).Err(); errors.Is(err, mongo.ErrNoDocuments) {
+					_, _ = s.advance(ctx, d.Queue)
+				}
+			}
 			return nil, nil
 		}
 		if !isDup(err) {
@@ -420,27 +430,28 @@ func (s *Jobs) insert(ctx context.Context, d *jobDoc, now time.Time) (existing *
 			if !errors.Is(err, mongo.ErrNoDocuments) {
 				return nil, err
 			}
-			// It finished meanwhile, or the conflict was the queue's seq.
+			// It finished meanwhile, or the conflict was the queue's.
 		}
 		if err := s.active.FindOne(ctx, byID(d.ID)).Err(); err == nil {
 			return nil, fmt.Errorf("job %s: %w", d.ID, errStored)
 		}
-		// Another job took this seq of the queue: read the highest again.
+		// Another job took this seq, or the head, of the queue: read the
+		// last one again.
 	}
 	return nil, fmt.Errorf("could not store job %s: too many conflicts with other writers", d.ID)
 }
 
 // advance lets the lowest seq of a queue's unfinished jobs start, unless
-// it is the head already.
-func (s *Jobs) advance(ctx context.Context, q string) error {
+// it is the head already, and returns it when it did.
+func (s *Jobs) advance(ctx context.Context, q string) (*jobDoc, error) {
 	var d jobDoc
 	err := s.active.FindOne(ctx, bson.D{{Key: "queue", Value: q}},
-		options.FindOne().SetSort(bson.D{{Key: "seq", Value: 1}}).SetProjection(bson.D{{Key: "head", Value: 1}, {Key: "rev", Value: 1}})).Decode(&d)
+		options.FindOne().SetSort(bson.D{{Key: "seq", Value: 1}}).SetProjection(bson.D{{Key: "params", Value: 0}})).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) || err == nil && d.Head {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Only advancers write a job that is not a head, and they all write
 	// the same: the unique lock settles a race with a lower seq drawn by a
@@ -448,9 +459,13 @@ func (s *Jobs) advance(ctx context.Context, q string) error {
 	_, err = s.active.UpdateOne(ctx, byID(d.ID), bson.D{{Key: "$set", Value: bson.D{
 		{Key: "head", Value: true}, {Key: "lock", Value: q}, {Key: "rev", Value: d.Rev + 1}}}})
 	if isDup(err) {
-		return nil // another job of the queue is its head
+		return nil, nil // another job of the queue is its head
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	d.Head, d.Lock, d.Rev = true, q, d.Rev+1
+	return &d, nil
 }
 
 // Claim implements queue.Store.
@@ -624,12 +639,12 @@ func (s *Jobs) Renew(ctx context.Context, j *queue.Job, until time.Time) error {
 }
 
 // Finish implements queue.Store.
-func (s *Jobs) Finish(ctx context.Context, j *queue.Job) error {
+func (s *Jobs) Finish(ctx context.Context, j *queue.Job) (*queue.Job, error) {
 	if lost, err := s.taken(ctx, j); err != nil || lost {
 		if lost {
-			return queue.ErrLost
+			return nil, queue.ErrLost
 		}
-		return err
+		return nil, err
 	}
 	if !j.State.Finished() {
 		res, err := s.active.UpdateOne(ctx, byID(j.ID), bson.D{{Key: "$set", Value: bson.D{
@@ -638,54 +653,69 @@ func (s *Jobs) Finish(ctx context.Context, j *queue.Job) error {
 			{Key: "started", Value: stamp(j.Started)}, {Key: "worker", Value: j.Worker}, {Key: "rev", Value: j.Rev + 1},
 		}}})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if res.MatchedCount == 0 {
-			return queue.ErrLost
+			return nil, queue.ErrLost
 		}
 		j.Rev++
 		j.LeaseUntil = time.Time{}
 		s.forgetLeases(ctx, j)
-		return nil
+		return nil, nil
 	}
 	var d jobDoc
 	err := s.active.FindOne(ctx, byID(j.ID), options.FindOne().SetProjection(bson.D{{Key: "attempt", Value: 1}})).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) || err == nil && d.Attempt >= j.Attempt {
-		return queue.ErrLost // finished, or this attempt's end written, already
+		return nil, queue.ErrLost // finished, or this attempt's end written, already
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if j.Finished.IsZero() {
 		j.Finished = time.Now()
 	}
-	return s.moveDone(ctx, j)
+	return s.moveDone(ctx, j, true)
 }
 
 // moveDone moves j, finished, to the finished jobs, forgets its leases and
-// lets its queue move on.
-func (s *Jobs) moveDone(ctx context.Context, j *queue.Job) error {
+// lets its queue move on: next is the job that may start now.
+//
+// held: j is an attempt a worker holds; its lease must not have been taken
+// over (checked once more just before the job leaves the unfinished jobs,
+// the narrowest window a store without transactions leaves).
+func (s *Jobs) moveDone(ctx context.Context, j *queue.Job, held bool) (next *queue.Job, err error) {
 	fin := *j
 	fin.Rev, fin.LeaseUntil = j.Rev+1, time.Time{}
 	d := toDoc(&fin) // without key and lock: they hold no one back
-	_, err := s.done.InsertOne(ctx, d)
+	_, err = s.done.InsertOne(ctx, d)
 	if isDup(err) {
 		// An older copy (a retry by hand that did not remove it).
 		_, err = s.done.ReplaceOne(ctx, bson.D{{Key: "_id", Value: j.ID}, {Key: "rev", Value: bson.D{{Key: "$lt", Value: fin.Rev}}}}, d)
 	}
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if held {
+		if lost, err := s.taken(ctx, j); err != nil || lost {
+			_, _ = s.done.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: "_id", Value: j.ID}, {Key: "rev", Value: fin.Rev}})
+			if lost {
+				return nil, queue.ErrLost
+			}
+			return nil, err
+		}
 	}
 	*j = fin
 	if _, err := s.active.DeleteOne(ctx, byID(j.ID)); err != nil {
-		return err // finished: a claim that finds both copies ends the move
+		return nil, err // finished: a claim that finds both copies ends the move
 	}
 	// What fails from here on is repaired by Sweep.
 	s.forgetLeases(ctx, j)
 	if j.Queue != "" {
-		_ = s.advance(ctx, j.Queue)
+		if d, _ := s.advance(ctx, j.Queue); d != nil {
+			next = d.job(nil)
+		}
 	}
-	return nil
+	return next, nil
 }
 
 // forgetLeases removes the lease of attempt j.Attempt, which has ended,
@@ -851,9 +881,10 @@ func (s *Jobs) Cancel(ctx context.Context, id string, now time.Time) (*queue.Job
 		}
 	}
 	j.State, j.Finished, j.LastError = queue.Cancelled, now, "cancelled"
-	if err := s.moveDone(ctx, j); err != nil {
+	if _, err := s.moveDone(ctx, j, false); err != nil {
 		return nil, false, err
 	}
+	_, _ = s.leases.DeleteOne(context.WithoutCancel(ctx), byID(leaseID(id, next)))
 	return j, false, nil
 }
 
@@ -882,7 +913,7 @@ func (s *Jobs) Retry(ctx context.Context, id string, now time.Time) (*queue.Job,
 	}
 	r := *d
 	r.State, r.RunAt, r.Failures, r.Lost, r.Finished = string(queue.Pending), now, 0, 0, jobEpoch
-	r.Rev, r.Head, r.Lock = d.Rev+1, d.Queue == "", ""
+	r.Rev, r.Head, r.Lock, r.Seq, r.QSeq = d.Rev+1, d.Queue == "", "", 0, ""
 	r.Key = uniqueKey(d.Task, d.IdemKey)
 	existing, err := s.insert(ctx, &r, now)
 	if err != nil {
@@ -895,9 +926,6 @@ func (s *Jobs) Retry(ctx context.Context, id string, now time.Time) (*queue.Job,
 		return nil, fmt.Errorf("job %s cannot be retried while job %s, with the same key %q, is unfinished", id, existing.ID, d.IdemKey)
 	}
 	_, _ = s.done.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "rev", Value: d.Rev}})
-	if r.Queue != "" {
-		_ = s.advance(ctx, r.Queue)
-	}
 	return r.job(nil), nil
 }
 
@@ -909,26 +937,8 @@ func (s *Jobs) Sweep(ctx context.Context, now time.Time, retention time.Duration
 	if _, err := s.leases.DeleteMany(ctx, bson.D{{Key: "until", Value: bson.D{{Key: "$lt", Value: now.Add(-LeaseRetention)}}}}); err != nil {
 		errs = append(errs, fmt.Errorf("pruning job leases: %w", err))
 	}
-	// Queues whose next job was not let start (a process died between
-	// finishing a job and advancing its queue).
-	// (Not distinct: FerretDB refuses the maxTimeMS the driver adds.)
-	var waiting []jobDoc
-	cur, err := s.active.Find(ctx, bson.D{{Key: "head", Value: false}}, options.Find().SetProjection(bson.D{{Key: "queue", Value: 1}}))
-	if err == nil {
-		err = cur.All(ctx, &waiting)
-	}
-	if err != nil {
-		errs = append(errs, fmt.Errorf("listing waiting queues: %w", err))
-	}
-	queues := map[string]bool{}
-	for _, d := range waiting {
-		queues[d.Queue] = true
-	}
-	for _, q := range slices.Sorted(maps.Keys(queues)) {
-		if err := s.advance(ctx, q); err != nil {
-			errs = append(errs, fmt.Errorf("advancing queue %s: %w", q, err))
-			break
-		}
+	if err := s.Repair(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if retention > 0 {
 		old := bson.D{{Key: "finished", Value: bson.D{{Key: "$lt", Value: now.Add(-retention)}}}}
@@ -948,6 +958,45 @@ func (s *Jobs) Sweep(ctx context.Context, now time.Time, retention time.Duration
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Repair implements queue.Store: the queues with waiting jobs and no head
+// (a process died between finishing a job and advancing its queue) move
+// on. Two reads of names when nothing is stuck.
+func (s *Jobs) Repair(ctx context.Context) error {
+	waiting, err := s.distinct(ctx, "queue", bson.D{{Key: "head", Value: false}})
+	if err != nil || len(waiting) == 0 {
+		return err
+	}
+	heads, err := s.distinct(ctx, "lock", bson.D{{Key: "head", Value: true}})
+	if err != nil {
+		return err
+	}
+	for _, q := range waiting {
+		if slices.Contains(heads, q) {
+			continue
+		}
+		if _, err := s.advance(ctx, q); err != nil {
+			return fmt.Errorf("advancing queue %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// distinct returns the sorted values of a string field. FerretDB refuses
+// the maxTimeMS the driver derives from a deadline: ctx bounds it by
+// cancelling instead.
+func (s *Jobs) distinct(ctx context.Context, field string, filter bson.D) ([]string, error) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	var out []string
+	if err := s.active.Distinct(dctx, field, filter).Decode(&out); err != nil {
+		return nil, fmt.Errorf("listing the %s values of the unfinished jobs: %w", field, err)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // Counts implements queue.Store.

@@ -68,7 +68,7 @@ func claim(t *testing.T, s *Jobs, worker string, n int) []*queue.Job {
 func finish(t *testing.T, s *Jobs, j *queue.Job, st queue.State) {
 	t.Helper()
 	j.State = st
-	if err := s.Finish(context.Background(), j); err != nil {
+	if _, err := s.Finish(context.Background(), j); err != nil {
 		t.Fatalf("finish %s: %v", j.ID, err)
 	}
 }
@@ -112,7 +112,7 @@ func TestJobsClaimAndLease(t *testing.T) {
 	if err != nil || g.State != queue.Succeeded || g.Finished.IsZero() || g.Worker != "w1" {
 		t.Fatalf("finished job: %+v %v", g, err)
 	}
-	if err := s.Finish(ctx, got[0]); !errors.Is(err, queue.ErrLost) {
+	if _, err := s.Finish(ctx, got[0]); !errors.Is(err, queue.ErrLost) {
 		t.Fatalf("finishing twice: %v, want ErrLost", err)
 	}
 	_ = a
@@ -156,7 +156,7 @@ func TestJobsConcurrentClaims(t *testing.T) {
 					count[j.ID]++
 					mu.Unlock()
 					j.State = queue.Succeeded
-					if err := st.Finish(context.Background(), j); err != nil {
+					if _, err := st.Finish(context.Background(), j); err != nil {
 						t.Errorf("finish: %v", err)
 					}
 				}
@@ -199,7 +199,7 @@ func TestJobsRedeliveryAfterLeaseExpires(t *testing.T) {
 		t.Errorf("the first worker renewed a lost lease: %v", err)
 	}
 	got[0].State = queue.Succeeded
-	if err := s.Finish(ctx, got[0]); !errors.Is(err, queue.ErrLost) {
+	if _, err := s.Finish(ctx, got[0]); !errors.Is(err, queue.ErrLost) {
 		t.Errorf("the first worker finished a lost job: %v", err)
 	}
 	finish(t, s, re[0], queue.Succeeded)
@@ -216,7 +216,7 @@ func TestJobsRetriesAndDead(t *testing.T) {
 	enqueue(t, s, j)
 	got := claim(t, s, "w", 1)[0]
 	got.State, got.Failures, got.LastError, got.RunAt = queue.Pending, 1, "boom", time.Now().Add(300*time.Millisecond)
-	if err := s.Finish(ctx, got); err != nil {
+	if _, err := s.Finish(ctx, got); err != nil {
 		t.Fatal(err)
 	}
 	if c := claim(t, s, "w", 1); len(c) != 0 {
@@ -382,7 +382,7 @@ func TestJobsSerialQueues(t *testing.T) {
 				if j.Queue == "b" && len(started["b"]) == 3 {
 					j.State = queue.Dead // a dead job lets its queue move on
 				}
-				if err := st.Finish(ctx, j); err != nil {
+				if _, err := st.Finish(ctx, j); err != nil {
 					t.Error(err)
 				}
 			}

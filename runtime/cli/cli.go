@@ -20,6 +20,7 @@ import (
 	"github.com/taskrun/taskrun/internal/suggest"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
+	"github.com/taskrun/taskrun/runtime/queue"
 	"github.com/taskrun/taskrun/runtime/schedule"
 )
 
@@ -49,6 +50,9 @@ type App struct {
 	// OpenSchedules opens a deployment's schedule store (nil: a deployment
 	// with schedules cannot start).
 	OpenSchedules schedule.Opener
+	// OpenJobs opens a deployment's job store (nil: no queue; Env.Enqueue
+	// fails).
+	OpenJobs queue.Opener
 	// Vars are the deployment variables the runtime itself reads (such as
 	// the database that OpenRuns uses), read and masked like the tasks'.
 	Vars []runtime.Var
@@ -79,6 +83,8 @@ func (a *App) commands() []*cobra.Command {
 		a.runsCmd(),
 		a.logsCmd(),
 		a.schedulesCmd(),
+		a.enqueueCmd(),
+		a.jobsCmd(),
 		a.envCmd(),
 		a.tasksCmd(),
 		a.newCmd(),

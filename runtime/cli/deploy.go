@@ -111,9 +111,20 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	// On SIGTERM the schedules stop claiming and their runs finish within
 	// the grace period, alongside the HTTP requests.
 	stopSchedules := stopSchedulesOn(ctx, sched, dep.Grace)
+	jq, err := a.startQueue(ctx, h, log)
+	if err != nil {
+		_ = ln.Close()
+		_ = stopSchedules()
+		return err
+	}
+	// The queue too; the jobs still running then give their leases back.
+	stopQueue := func() error { return nil }
+	if jq != nil {
+		stopQueue = stopOn(ctx, jq.Stop, dep.Grace)
+	}
 	durl, err := a.mountDashboard(ctx, h, dep, log, url, dashboardSources{sched: sched})
 	if err != nil {
-		_ = stopSchedules()
+		_, _ = stopSchedules(), stopQueue()
 		return fmt.Errorf("the dashboard: %w", err)
 	}
 	switch {
@@ -132,6 +143,9 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	serveErr := h.Serve(ctx, ln)
 	if err := stopSchedules(); err != nil {
 		log.Error().Err(err).Msg("stopping the schedules")
+	}
+	if err := stopQueue(); err != nil {
+		log.Error().Err(err).Msg("stopping the queue")
 	}
 	if serveErr != nil {
 		return serveErr

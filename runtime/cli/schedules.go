@@ -206,18 +206,5 @@ func stopSchedulesOn(ctx context.Context, sc *schedule.Scheduler, grace time.Dur
 	if sc == nil {
 		return func() error { return nil }
 	}
-	quit, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-quit:
-		}
-		gctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		done <- sc.Stop(gctx)
-	}()
-	return func() error {
-		close(quit)
-		return <-done
-	}
+	return stopOn(ctx, sc.Stop, grace)
 }

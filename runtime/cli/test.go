@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -49,14 +47,9 @@ func (a *App) test(ctx context.Context, task, depName, params string) (err error
 	if t, _ := only.Lookup(task); t.Run == nil {
 		return usageErr("task %q has no on-demand entry point; it is served over HTTP (%s /%s)", t.Name, strings.Join(t.Methods(), ", "), t.Name)
 	}
-	raw := []byte(params)
-	if strings.HasPrefix(params, "@") {
-		if raw, err = os.ReadFile(strings.TrimPrefix(params, "@")); err != nil {
-			return usageErr("--params: %v", err)
-		}
-	}
-	if len(raw) > 0 && !json.Valid(raw) {
-		return usageErr("--params is not valid JSON")
+	raw, err := paramsFlag(params)
+	if err != nil {
+		return err
 	}
 	if err := p.checkDeployment(depName, "deployment"); err != nil {
 		return err

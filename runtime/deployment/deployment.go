@@ -117,12 +117,13 @@ type Deployment struct {
 	// retention, keep_per_task); zero: the runtime's defaults.
 	RunRetention time.Duration
 	RunsPerTask  int
-	// QueueWorkers, QueuePoll and QueueRetention tune the job queue on
-	// this instance (queue: workers, poll, retention); zero: the queue's
-	// defaults.
+	// QueueWorkers, QueuePoll, QueueRetention and QueueLease tune the job
+	// queue on this instance (queue: workers, poll, retention, lease);
+	// zero: the queue's defaults.
 	QueueWorkers   int
 	QueuePoll      time.Duration
 	QueueRetention time.Duration
+	QueueLease     time.Duration
 	// BodyReadTimeout bounds the sending of a request's body (body_read_timeout).
 	BodyReadTimeout time.Duration
 	// CORSOrigins are the browser origins allowed to call the tasks
@@ -230,6 +231,7 @@ type file struct {
 		Workers   int    `mapstructure:"workers"`
 		Poll      string `mapstructure:"poll"`
 		Retention string `mapstructure:"retention"`
+		Lease     string `mapstructure:"lease"`
 	} `mapstructure:"queue"`
 	Vars []struct {
 		Name   string `mapstructure:"name"`
@@ -370,6 +372,13 @@ func Load(dir, name string, opts Options) (*Deployment, error) {
 			errs = append(errs, fmt.Errorf("queue.retention: %w", err))
 		}
 		d.QueueRetention = r
+	}
+	if f.Queue.Lease != "" {
+		l, err := time.ParseDuration(f.Queue.Lease)
+		if err != nil || l < time.Second || l > time.Hour {
+			errs = append(errs, fmt.Errorf("queue.lease: want a duration from 1s to 1h, got %q", f.Queue.Lease))
+		}
+		d.QueueLease = l
 	}
 	masked := map[string]bool{}
 	for _, s := range opts.Secret {

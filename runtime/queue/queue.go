@@ -52,10 +52,14 @@ const (
 // Timing of the workers.
 const (
 	// SweepInterval is how often an instance runs Store.Sweep and counts
-	// the jobs for its metrics.
-	SweepInterval = 10 * time.Second
-	// MaxLease caps a lease; a longer run renews it every third of it.
-	MaxLease = time.Minute
+	// the jobs for its metrics; RepairInterval how often it runs
+	// Store.Repair (a queue that a dying instance left without a head
+	// waits no longer).
+	SweepInterval  = 10 * time.Second
+	RepairInterval = 2 * time.Second
+	// DefaultMaxLease caps a lease (Options.MaxLease); a longer run
+	// renews it every third of it.
+	DefaultMaxLease = time.Minute
 	// CancelCheck is how often a running job looks for a cancel request
 	// (after its first CancelCheck).
 	CancelCheck = 2 * time.Second
@@ -67,13 +71,13 @@ const (
 )
 
 // LeaseFor is the lease of a task's attempts: its timeout and a quarter
-// (a second at least), at most MaxLease. A run cannot last longer than
+// (a second at least), at most maxLease. A run cannot last longer than
 // its timeout, so most attempts never renew.
-func LeaseFor(timeout time.Duration) time.Duration {
+func LeaseFor(timeout, maxLease time.Duration) time.Duration {
 	if timeout <= 0 {
 		timeout = runtime.DefaultTimeout
 	}
-	return min(timeout+max(timeout/4, time.Second), MaxLease)
+	return min(timeout+max(timeout/4, time.Second), maxLease)
 }
 
 // Options configure a Queue.
@@ -90,6 +94,9 @@ type Options struct {
 	Poll time.Duration
 	// Retention is how long finished jobs are kept (0: DefaultRetention).
 	Retention time.Duration
+	// MaxLease caps the leases (0: DefaultMaxLease): how long the jobs of
+	// an instance that died wait before another instance runs them.
+	MaxLease time.Duration
 	// BackoffBase and BackoffMax bound the delays between retries (0:
 	// the package's BackoffBase and BackoffMax).
 	BackoffBase, BackoffMax time.Duration
@@ -134,6 +141,9 @@ func New(o Options) (*Queue, error) {
 	o.Poll = min(o.Poll, MaxPoll)
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
+	}
+	if o.MaxLease <= 0 {
+		o.MaxLease = DefaultMaxLease
 	}
 	if o.BackoffBase <= 0 {
 		o.BackoffBase = BackoffBase
@@ -226,9 +236,9 @@ func (q *Queue) running() int {
 func (q *Queue) lease(task string) time.Duration {
 	t, err := q.o.Registry.Lookup(task)
 	if err != nil {
-		return LeaseFor(0)
+		return LeaseFor(0, q.o.MaxLease)
 	}
-	return LeaseFor(t.Timeout)
+	return LeaseFor(t.Timeout, q.o.MaxLease)
 }
 
 // jitter spreads d by ±10%, so that instances do not poll in step.
@@ -305,26 +315,31 @@ func (q *Queue) claimHint(j *Job) {
 	}
 }
 
-// maintain sweeps the store and counts the jobs every SweepInterval.
+// maintain sweeps the store and counts the jobs every SweepInterval, and
+// repairs it every RepairInterval.
 func (q *Queue) maintain() {
 	defer q.loops.Done()
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-q.stop:
-				return
-			case <-time.After(jitter(SweepInterval)):
-			}
-		}
+	lastSweep := time.Time{}
+	for {
 		ctx, cancel := context.WithTimeout(q.loopCtx, storeTimeout)
 		now := time.Now()
-		if err := q.o.Store.Sweep(ctx, now, q.o.Retention); err != nil {
-			q.o.Log.Warn().Err(err).Msg("queue: sweeping the job store")
-		}
-		if c, err := q.o.Store.Counts(ctx, now); err == nil {
-			q.m.counts(c)
+		if now.Sub(lastSweep) >= SweepInterval {
+			lastSweep = now
+			if err := q.o.Store.Sweep(ctx, now, q.o.Retention); err != nil && q.loopCtx.Err() == nil {
+				q.o.Log.Warn().Err(err).Msg("queue: sweeping the job store")
+			}
+			if c, err := q.o.Store.Counts(ctx, now); err == nil {
+				q.m.counts(c)
+			}
+		} else if err := q.o.Store.Repair(ctx); err != nil && q.loopCtx.Err() == nil {
+			q.o.Log.Warn().Err(err).Msg("queue: repairing the job store")
 		}
 		cancel()
+		select {
+		case <-q.stop:
+			return
+		case <-time.After(jitter(RepairInterval)):
+		}
 	}
 }
 
@@ -334,10 +349,11 @@ type attempt struct {
 	cancel context.CancelFunc
 
 	mu          sync.Mutex
-	settled     bool // its end is written, or given back
-	interrupted bool // Stop cancelled it: give it back
-	lost        bool // its lease is not ours any more
-	cancelled   bool // someone asked to cancel it
+	until       time.Time // the lease, as last renewed
+	settled     bool      // its end is written, or given back
+	interrupted bool      // Stop cancelled it: give it back
+	lost        bool      // its lease is not ours any more
+	cancelled   bool      // someone asked to cancel it
 }
 
 func (a *attempt) flag(f *bool) {
@@ -358,13 +374,13 @@ func (a *attempt) settle() (interrupted, lost, cancelled, first bool) {
 
 func (q *Queue) start(j *Job) {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &attempt{job: j, cancel: cancel}
+	a := &attempt{job: j, cancel: cancel, until: j.LeaseUntil}
 	q.mu.Lock()
 	if q.stopping {
 		q.mu.Unlock()
 		cancel()
 		a.interrupted = true
-		q.end(a, "", nil)
+		_ = q.end(a, "", nil)
 		return
 	}
 	q.active[j.ID] = a
@@ -387,28 +403,34 @@ func (q *Queue) run(ctx context.Context, a *attempt) {
 	if j.Lost > MaxLost {
 		runErr = fmt.Errorf("its worker died or stopped renewing its lease %d times", j.Lost)
 		j.Failures = j.MaxAttempts - 1 // dead now
-	} else {
-		stop, watched := make(chan struct{}), make(chan struct{})
-		go q.watch(a, stop, watched)
-		runID, runErr = q.o.Run(ctx, j)
-		close(stop)
-		<-watched
 	}
-	q.end(a, runID, runErr)
+	// The lease is renewed until the attempt's end is written: a store
+	// slow to take it must not let another instance run the job again.
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go q.watch(a, *j, stop, watched)
+	if runErr == nil {
+		runID, runErr = q.o.Run(ctx, j)
+	}
+	next := q.end(a, runID, runErr)
+	close(stop)
+	<-watched
 	q.mu.Lock()
 	delete(q.active, j.ID)
 	more := q.more
 	q.mu.Unlock()
-	if more || j.Queue != "" {
-		q.notify() // more due jobs, or the queue's next job
+	switch {
+	case next != nil:
+		q.hinted(next) // the queue's next job: claimed here, at once
+	case more:
+		q.notify() // more due jobs
 	}
 }
 
 // watch renews the lease of a running attempt every third of it, and
-// looks for a cancel request every CancelCheck.
-func (q *Queue) watch(a *attempt, stop <-chan struct{}, done chan<- struct{}) {
+// looks for a cancel request every CancelCheck. j is a copy of the job as
+// claimed (the attempt's goroutine writes its own).
+func (q *Queue) watch(a *attempt, j Job, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	j := a.job
 	lease := j.LeaseUntil.Sub(j.Started)
 	renewEvery := max(lease/3, 10*time.Millisecond)
 	tick := time.NewTicker(min(renewEvery, CancelCheck))
@@ -423,7 +445,7 @@ func (q *Queue) watch(a *attempt, stop <-chan struct{}, done chan<- struct{}) {
 		now := time.Now()
 		if !now.Before(nextRenew) {
 			ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, renewEvery))
-			err := q.o.Store.Renew(ctx, j, now.Add(lease))
+			err := q.o.Store.Renew(ctx, &j, now.Add(lease))
 			cancel()
 			switch {
 			case errors.Is(err, ErrLost):
@@ -438,12 +460,15 @@ func (q *Queue) watch(a *attempt, stop <-chan struct{}, done chan<- struct{}) {
 				return
 			case err == nil:
 				nextRenew = now.Add(renewEvery)
+				a.mu.Lock()
+				a.until = j.LeaseUntil
+				a.mu.Unlock()
 			}
 		}
 		if !now.Before(nextCheck) {
 			nextCheck = now.Add(CancelCheck)
 			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			yes, err := q.o.Store.CancelRequested(ctx, j)
+			yes, err := q.o.Store.CancelRequested(ctx, &j)
 			cancel()
 			if err == nil && yes {
 				q.o.Log.Info().Str("job_id", j.ID).Msg("queue: cancel requested; stopping the job's run")
@@ -454,16 +479,17 @@ func (q *Queue) watch(a *attempt, stop <-chan struct{}, done chan<- struct{}) {
 }
 
 // end writes how an attempt ended, unless Stop gave it back already.
-func (q *Queue) end(a *attempt, runID string, runErr error) {
+// next is the job of the same queue that may start now.
+func (q *Queue) end(a *attempt, runID string, runErr error) (next *Job) {
 	interrupted, lost, cancelled, first := a.settle()
 	if !first {
-		return
+		return nil
 	}
 	j := a.job
 	log := q.o.Log.With().Str("job_id", j.ID).Str("task", j.Task).Int("attempt", j.Attempt).Logger()
 	if lost {
 		q.m.finished.WithLabelValues(q.m.task(j.Task), "lost").Inc()
-		return
+		return nil
 	}
 	if runID != "" {
 		j.LastRun = runID
@@ -492,9 +518,10 @@ func (q *Queue) end(a *attempt, runID string, runErr error) {
 	// Write it while the lease holds: after, another instance may have it.
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		err := q.o.Store.Finish(ctx, j)
+		n, err := q.o.Store.Finish(ctx, j)
 		cancel()
 		if err == nil {
+			next = n
 			break
 		}
 		if errors.Is(err, ErrLost) {
@@ -502,7 +529,10 @@ func (q *Queue) end(a *attempt, runID string, runErr error) {
 			outcome = "lost"
 			break
 		}
-		if time.Until(j.LeaseUntil) < time.Second {
+		a.mu.Lock()
+		until := a.until
+		a.mu.Unlock()
+		if time.Until(until) < time.Second {
 			log.Error().Err(err).Msg("queue: cannot write the end of the attempt; the job runs again once its lease expires")
 			outcome = "lost"
 			break
@@ -514,6 +544,7 @@ func (q *Queue) end(a *attempt, runID string, runErr error) {
 	if outcome == "dead" {
 		log.Warn().Str("error", j.LastError).Int("failures", j.Failures).Msg("queue: job is dead")
 	}
+	return next
 }
 
 // MaxError caps a job's last error as stored.
@@ -570,7 +601,7 @@ func (q *Queue) Stop(ctx context.Context) error {
 		a.mu.Unlock()
 		if !settled {
 			n++
-			q.end(a, "", nil) // its run ignores its context: give the lease back anyway
+			_ = q.end(a, "", nil) // its run ignores its context: give the lease back anyway
 		}
 	}
 	q.o.Log.Warn().Int("jobs", len(left)).Int("unresponsive", n).

@@ -37,9 +37,10 @@ type Store interface {
 	// Claim returned it, with State, RunAt, Failures, LastError and
 	// LastRun set by the caller): a finished state, or Pending for a retry
 	// at RunAt (or a lease given back, due at once). A finished job of a
-	// named queue lets the queue's next job start. ErrLost: the lease is
-	// not worker's any more, and nothing is written.
-	Finish(ctx context.Context, j *Job) error
+	// named queue lets the queue's next job start: next, for the caller to
+	// claim. ErrLost: the lease is not worker's any more, and nothing is
+	// written.
+	Finish(ctx context.Context, j *Job) (next *Job, err error)
 
 	// CancelRequested reports whether someone asked to cancel attempt
 	// j.Attempt of a running job.
@@ -63,6 +64,10 @@ type Store interface {
 	// process that died between two writes left (a named queue whose next
 	// job was not let start).
 	Sweep(ctx context.Context, now time.Time, retention time.Duration) error
+	// Repair lets a named queue whose next job was not let start (a
+	// process died between finishing a job and advancing its queue) move
+	// on; cheap when nothing is stuck, and part of Sweep.
+	Repair(ctx context.Context) error
 	// Counts returns the pending and running jobs by task and state, and
 	// how many are due and not started.
 	Counts(ctx context.Context, now time.Time) (Counts, error)
