@@ -78,8 +78,10 @@ func TestDecodeMemoryBound(t *testing.T) {
 		fmt.Fprintf(&b, `{"op":"PUT","type":"todos","id":"%08d-1111-2222-3333-444455556666","data":{"description":"Buy milk","completed":0,"list_id":"61d1aaaa-1111-2222-3333-444455556666","created_at":"2024-05-01T10:00:00.000Z","n":3.5,"tags":["a","b"]}}`, i)
 	}
 	b.WriteString("]}")
+	// A realistic batch stays well inside the budget (2x + 1 MiB): about
+	// 2.0-2.3x allocated since field names are copies (94ad38f).
 	mul, err := measure([]byte(b.String()))
-	if err != nil || mul > 2.2 {
+	if err != nil || mul > 2.5 {
 		t.Errorf("a realistic batch: %.2fx, %v", mul, err)
 	}
 	t.Logf("a realistic batch of %d bytes decodes in %.2fx its size", b.Len(), mul)
