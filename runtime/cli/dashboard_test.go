@@ -17,6 +17,7 @@ import (
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/dashboard"
 	"github.com/taskrun/taskrun/runtime/deployment"
+	"github.com/taskrun/taskrun/runtime/queue"
 	"github.com/taskrun/taskrun/runtime/schedule"
 )
 
@@ -107,5 +108,75 @@ func TestDashboardSchedules(t *testing.T) {
 	}
 	if code := post("/_/api/schedules/weekly/explode"); code != http.StatusNotFound {
 		t.Errorf("an unknown action: %d, want 404", code)
+	}
+}
+
+// The dashboard's jobs page over the job store on the wire protocol: jobs
+// listed by state, a pending one cancelled and retried from the page, a
+// refusal (cancelling a finished job) shown as such.
+func TestDashboardJobs(t *testing.T) {
+	ctx := context.Background()
+	reg, err := runtime.NewRegistry(runtime.Task{Name: "notify", Run: func(context.Context, *runtime.Env) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := mongostore.NewJobs(storetest.Database(t))
+	now := time.Now()
+	j, _, err := st.Enqueue(ctx, &queue.Job{ID: "job-1", Task: "notify", Queue: "mail", State: queue.Pending, RunAt: now, MaxAttempts: 1, Created: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := dashboard.New(dashboard.Options{Deployment: deployment.New("dev", false, nil), Registry: reg, Jobs: dashboardJobs{st}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d)
+	defer srv.Close()
+	get := func(path string) string {
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	page := get("/_/jobs?state=pending&queue=mail")
+	if !strings.Contains(page, j.ID) || !strings.Contains(page, "mail") {
+		t.Fatalf("the jobs page should list %s:\n%s", j.ID, page)
+	}
+	if page := get("/_/jobs?state=dead"); strings.Contains(page, j.ID) {
+		t.Error("the dead filter lists a pending job")
+	}
+	csrf := regexp.MustCompile(`name="csrf-token" content="([^"]+)"`).FindStringSubmatch(page)[1]
+	post := func(path string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, nil)
+		req.Header.Set("X-CSRF-Token", csrf)
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("/_/api/jobs/" + j.ID + "/cancel"); code != http.StatusSeeOther {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	if got, err := st.Get(ctx, j.ID); err != nil || got.State != queue.Cancelled {
+		t.Fatalf("after cancel: %+v %v", got, err)
+	}
+	if code, body := post("/_/api/jobs/" + j.ID + "/cancel"); code != http.StatusConflict {
+		t.Errorf("cancelling a cancelled job: %d %s, want 409", code, body)
+	}
+	if code, body := post("/_/api/jobs/" + j.ID + "/retry"); code != http.StatusSeeOther {
+		t.Fatalf("retry: %d %s", code, body)
+	}
+	if got, err := st.Get(ctx, j.ID); err != nil || got.State != queue.Pending {
+		t.Fatalf("after retry: %+v %v", got, err)
+	}
+	if code, _ := post("/_/api/jobs/nope/retry"); code != http.StatusNotFound {
+		t.Errorf("retrying an unknown job: %d, want 404", code)
 	}
 }

@@ -122,7 +122,11 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	if jq != nil {
 		stopQueue = stopOn(ctx, jq.Stop, dep.Grace)
 	}
-	durl, err := a.mountDashboard(ctx, h, dep, log, url, dashboardSources{sched: sched})
+	src := dashboardSources{sched: sched}
+	if jq != nil {
+		src.jobs = jq.Store()
+	}
+	durl, err := a.mountDashboard(ctx, h, dep, log, url, src)
 	if err != nil {
 		_, _ = stopSchedules(), stopQueue()
 		return fmt.Errorf("the dashboard: %w", err)
