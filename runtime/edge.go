@@ -33,8 +33,9 @@ import (
 //     close"): it sends its answer and a FIN, then reads and discards what
 //     the client still sends for a moment, so that a client still writing a
 //     large body reads its 413 instead of a reset.
-//   - The plain-text answers net/http writes itself (431, 400, 501) are
-//     rewritten as JSON.
+//   - The plain-text answers net/http writes itself (431, 400, 501), and
+//     its empty 417 for an Expect other than 100-continue, are rewritten
+//     as JSON.
 //   - On shutdown, requests still waiting for their body get one more
 //     second (none if not a byte arrived yet), and connections that have not
 //     sent a whole request one second: they are not in-flight work.
@@ -231,7 +232,17 @@ func (e *edge) connState(c net.Conn, s http.ConnState) {
 // before Content-Type).
 const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
+// netHTTP417 starts the empty answer net/http gives an Expect header other
+// than 100-continue, before any handler runs.
+const netHTTP417 = "HTTP/1.1 417 Expectation Failed\r\n"
+
 func (c *edgeConn) Write(p []byte) (int, error) {
+	if c.serving.Load() == 0 && bytes.HasPrefix(p, []byte(netHTTP417)) && bytes.HasSuffix(p, []byte("\r\nContent-Length: 0\r\n\r\n")) {
+		if _, err := c.Conn.Write(c.e.jsonAnswer(http.StatusExpectationFailed, "")); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	if c.serving.Load() == 0 && bytes.HasPrefix(p, []byte("HTTP/1.1 ")) && len(p) > 12 {
 		if i := bytes.Index(p, []byte(netHTTPErrorHeaders)); i > 0 && bytes.IndexByte(p[:i], '\n') < 0 {
 			if code, err := strconv.Atoi(string(p[9:12])); err == nil && code >= 400 {
@@ -252,6 +263,8 @@ func (e *edge) jsonAnswer(code int, text string) []byte {
 	switch code {
 	case http.StatusRequestHeaderFieldsTooLarge:
 		msg = fmt.Sprintf("request header fields too large: the limit is %d KiB", MaxHeaderBytes>>10)
+	case http.StatusExpectationFailed:
+		msg = "expectation failed: the only Expect this server meets is 100-continue"
 	default:
 		if _, detail, ok := strings.Cut(text, ": "); ok && len(detail) < 200 {
 			msg += ": " + detail

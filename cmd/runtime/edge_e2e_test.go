@@ -338,6 +338,7 @@ func TestEdgeHTTPLayerAnswersJSON(t *testing.T) {
 		{"headers over 64 KiB", "GET /jwks HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", 431, "request header fields too large"},
 		{"no Host", "GET /jwks HTTP/1.1\r\n\r\n", 400, "missing required Host header"},
 		{"bad transfer encoding", "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not implemented"},
+		{"an unknown expectation", "GET /jwks HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", 417, "expectation failed"},
 	} {
 		conn, err := net.Dial("tcp", s.addr())
 		if err != nil {
