@@ -24,6 +24,12 @@ import "context"
 // It must be fast and must not write to the database itself: it runs
 // before the batch is written, and the client retries whole batches.
 //
+// Slow work that follows a write (a notification, a total) is a job:
+// req.Env.Enqueue(ctx, runtime.Job{Task: "notify", Params: ..., Key:
+// string(op.Kind) + "/" + op.Collection + "/" + op.ID, Queue: "notify"}).
+// It may run even when the batch then fails (and the client sends it
+// again, which the Key makes one job): let it read what was written.
+//
 // Example: store dates as dates, and refuse changes to a list's owner.
 //
 //	func Customise(ctx context.Context, req *Request, op *Op) error {

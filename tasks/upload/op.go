@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/deployment"
 )
 
@@ -117,6 +118,12 @@ type Request struct {
 	Log zerolog.Logger
 	// Deployment gives the deployment's variables.
 	Deployment *deployment.Deployment
+	// Env is the request's runtime environment: Env.Enqueue stores a job
+	// for slow work after the batch is answered (a notification, a
+	// total). Customise runs before the batch is written and a client
+	// sends a failed batch again: give such jobs a Key (the op's table and
+	// id, say), and let them read what was written.
+	Env *runtime.Env
 }
 
 // Refusal is an operation that the deployment's rules refuse: it is

@@ -346,7 +346,7 @@ func (t *task) serve(c echo.Context, env *runtime.Env) error {
 		}
 	}
 	user, _ := env.Subject.(string)
-	req := &Request{User: user, ID: env.ID, Log: env.Log, Deployment: env.Deployment}
+	req := &Request{User: user, ID: env.ID, Log: env.Log, Deployment: env.Deployment, Env: env}
 	ctx := r.Context()
 
 	// The deployment's rules: the allow-list, the write rules, then
