@@ -21,7 +21,9 @@
 // cores; POST /upload at each batch size against the same batches written
 // by the driver directly (the same number of them, on emptied collections);
 // decoding and validating; the largest batches; how late scheduled runs
-// start with three instances claiming every fire time (schedules.go). The runtime and its limit alternate in rounds, so
+// start with three instances claiming every fire time (schedules.go); jobs
+// per second of one instance beside the store's own claims and finishes,
+// how late jobs start, an idle instance's CPU (queue.go). The runtime and its limit alternate in rounds, so
 // that other load on the machine affects both alike; the notes give the
 // servers' CPU time per request, which such load disturbs less.
 //
@@ -76,7 +78,7 @@ type config struct {
 }
 
 // sections, in the order they run.
-var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large", "schedules", "dashboard"}
+var sections = []string{"startup", "memory", "jwks", "token", "upload", "decode", "large", "schedules", "queue", "dashboard"}
 
 func (c *config) want(section string) bool { return len(c.only) == 0 || c.only[section] }
 

@@ -30,7 +30,7 @@ func runtimeCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	code := cli.Main(cli.App{Args: fs.Args(), Environ: os.Environ(), Stdout: stdout, Stderr: os.Stderr, Tasks: tasks.All(),
-		OpenRuns: mongostore.OpenRuns, OpenSchedules: mongostore.OpenSchedules, Vars: store.Vars})
+		OpenRuns: mongostore.OpenRuns, OpenSchedules: mongostore.OpenSchedules, OpenJobs: mongostore.OpenJobs, Vars: store.Vars})
 	stop()
 	if *mem != "" {
 		f, err := os.Create(*mem)

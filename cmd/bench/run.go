@@ -133,6 +133,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{"decode", b.measureDecodeBench},
 		{"large", b.measureLargeBatches},
 		{"schedules", b.measureSchedules},
+		{"queue", b.measureQueue},
 		{"dashboard", b.measureDashboard},
 	}
 	for _, s := range steps {
@@ -187,7 +188,7 @@ func rowOrder(path string) int {
 }
 
 func metricOrder(name string) int {
-	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "nested-values", "12 nested-values", "runtime CPU", "upload of", "schedule"} {
+	for i, p := range []string{"startup", "resident memory idle", "resident memory under", "5 MB", "nested-values", "12 nested-values", "runtime CPU", "upload of", "schedule", "queue"} {
 		if strings.HasPrefix(name, p) {
 			return i
 		}

@@ -102,6 +102,7 @@ type Jobs struct {
 	spare   []jobDoc // due jobs a claim read and did not take (see Claim)
 	spareAt time.Time
 	readMu  sync.Mutex // one read of due jobs at a time
+	running int        // leases the last claim saw
 
 	indexMu sync.Mutex
 	indexed bool
@@ -481,22 +482,34 @@ func (s *Jobs) Claim(ctx context.Context, worker string, n int, now time.Time, l
 		return nil, err
 	}
 	now = stamp(now)
-	leases, _, err := s.currentLeases(ctx, bson.D{})
-	if err != nil {
-		return nil, err
-	}
-	var out []*queue.Job
+	var (
+		out    []*queue.Job
+		leases map[string]*leaseDoc // read once there are candidates: an idle poll is one read
+	)
 	for read := false; ; {
 		cands := s.takeSpare(n-len(out), now)
 		if len(cands) == 0 {
 			if read {
 				return out, nil
 			}
-			if err := s.readDue(ctx, n-len(out)+len(leases), now); err != nil {
+			// Running jobs are due too: read past as many as last time.
+			s.mu.Lock()
+			running := s.running
+			s.mu.Unlock()
+			if err := s.readDue(ctx, n-len(out)+running, now); err != nil {
 				return out, err
 			}
 			read = true
 			continue
+		}
+		if leases == nil {
+			var err error
+			if leases, _, err = s.currentLeases(ctx, bson.D{}); err != nil {
+				return out, err
+			}
+			s.mu.Lock()
+			s.running = len(leases)
+			s.mu.Unlock()
 		}
 		more, err := s.claim(ctx, cands, leases, worker, now, lease)
 		out = append(out, more...)

@@ -51,12 +51,13 @@ const (
 
 // Timing of the workers.
 const (
-	// SweepInterval is how often an instance runs Store.Sweep and counts
-	// the jobs for its metrics; RepairInterval how often it runs
-	// Store.Repair (a queue that a dying instance left without a head
-	// waits no longer).
-	SweepInterval  = 10 * time.Second
-	RepairInterval = 2 * time.Second
+	// RepairInterval is how often an instance runs Store.Repair (a queue
+	// that a dying instance left without a head waits no longer),
+	// CountInterval how often it counts the jobs for its metrics, and
+	// SweepInterval how often it runs Store.Sweep (retention).
+	RepairInterval = 5 * time.Second
+	CountInterval  = 15 * time.Second
+	SweepInterval  = time.Minute
 	// DefaultMaxLease caps a lease (Options.MaxLease); a longer run
 	// renews it every third of it.
 	DefaultMaxLease = time.Minute
@@ -315,24 +316,29 @@ func (q *Queue) claimHint(j *Job) {
 	}
 }
 
-// maintain sweeps the store and counts the jobs every SweepInterval, and
-// repairs it every RepairInterval.
+// maintain repairs the store every RepairInterval, counts its jobs every
+// CountInterval and sweeps it every SweepInterval.
 func (q *Queue) maintain() {
 	defer q.loops.Done()
-	lastSweep := time.Time{}
+	var lastSweep, lastCount time.Time
 	for {
 		ctx, cancel := context.WithTimeout(q.loopCtx, storeTimeout)
 		now := time.Now()
+		var err error
 		if now.Sub(lastSweep) >= SweepInterval {
 			lastSweep = now
-			if err := q.o.Store.Sweep(ctx, now, q.o.Retention); err != nil && q.loopCtx.Err() == nil {
-				q.o.Log.Warn().Err(err).Msg("queue: sweeping the job store")
-			}
+			err = q.o.Store.Sweep(ctx, now, q.o.Retention)
+		} else {
+			err = q.o.Store.Repair(ctx)
+		}
+		if err != nil && q.loopCtx.Err() == nil {
+			q.o.Log.Warn().Err(err).Msg("queue: sweeping the job store")
+		}
+		if now.Sub(lastCount) >= CountInterval {
+			lastCount = now
 			if c, err := q.o.Store.Counts(ctx, now); err == nil {
 				q.m.counts(c)
 			}
-		} else if err := q.o.Store.Repair(ctx); err != nil && q.loopCtx.Err() == nil {
-			q.o.Log.Warn().Err(err).Msg("queue: repairing the job store")
 		}
 		cancel()
 		select {
