@@ -183,32 +183,37 @@ func waitDone(ctx context.Context, st queue.Store, ids []string, within time.Dur
 	return out, nil
 }
 
-func startDelays(done []*queue.Job) []time.Duration {
+// spacedDelays enqueues n no-op jobs gap apart through enq and returns how
+// late each started after it was due, sorted.
+func spacedDelays(ctx context.Context, enq runtime.Enqueuer, st queue.Store, n int, gap time.Duration) ([]time.Duration, error) {
+	var ids []string
+	for range n {
+		id, err := enq.Enqueue(ctx, noopJob)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+		time.Sleep(gap)
+	}
+	done, err := waitDone(ctx, st, ids, time.Minute)
+	if err != nil {
+		return nil, err
+	}
 	var out []time.Duration
 	for _, j := range done {
 		out = append(out, j.Started.Sub(j.RunAt))
 	}
 	slices.Sort(out)
-	return out
+	return out, nil
 }
 
 // queueRemoteDelay: jobs enqueued here, one at a time, start on the idle
 // instance within its poll interval.
 func (b *bench) queueRemoteDelay(ctx context.Context, enq *queue.Queue, st queue.Store) error {
-	var ids []string
-	for range 20 {
-		id, err := enq.Enqueue(ctx, noopJob)
-		if err != nil {
-			return err
-		}
-		ids = append(ids, id)
-		time.Sleep(150 * time.Millisecond)
-	}
-	done, err := waitDone(ctx, st, ids, time.Minute)
+	d, err := spacedDelays(ctx, enq, st, 20, 150*time.Millisecond)
 	if err != nil {
 		return err
 	}
-	d := startDelays(done)
 	p99 := percentile(d, 99)
 	b.metrics = append(b.metrics, Metric{Name: "queue: due to start, enqueued by another process",
 		Value: fmt.Sprintf("p50 %s, p99 %s", dur(percentile(d, 50)), dur(p99)), Target: "within the poll interval (1s)",
@@ -344,20 +349,10 @@ func (b *bench) queueLocalDelay(ctx context.Context, reg *runtime.Registry, db *
 	q.Start()
 	defer func() { _ = q.Stop(context.Background()) }()
 	time.Sleep(100 * time.Millisecond)
-	var ids []string
-	for range 100 {
-		id, err := q.Enqueue(ctx, noopJob)
-		if err != nil {
-			return err
-		}
-		ids = append(ids, id)
-		time.Sleep(20 * time.Millisecond)
-	}
-	done, err := waitDone(ctx, st, ids, time.Minute)
+	d, err := spacedDelays(ctx, q, st, 100, 20*time.Millisecond)
 	if err != nil {
 		return err
 	}
-	d := startDelays(done)
 	p50 := percentile(d, 50)
 	b.metrics = append(b.metrics, Metric{Name: "queue: due to start, enqueued by the instance",
 		Value: fmt.Sprintf("p50 %s, p99 %s", dur(p50), dur(percentile(d, 99))), Target: "p50 <= 50ms",
