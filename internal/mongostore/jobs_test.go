@@ -377,9 +377,10 @@ func TestJobsSerialQueues(t *testing.T) {
 				time.Sleep(time.Millisecond)
 				mu.Lock()
 				delete(running, j.Queue)
+				third := j.Queue == "b" && len(started["b"]) == 3
 				mu.Unlock()
 				j.State = queue.Succeeded
-				if j.Queue == "b" && len(started["b"]) == 3 {
+				if third {
 					j.State = queue.Dead // a dead job lets its queue move on
 				}
 				if _, err := st.Finish(ctx, j); err != nil {
