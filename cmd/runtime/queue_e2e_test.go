@@ -24,8 +24,9 @@ import (
 	"github.com/taskrun/taskrun/tasks"
 )
 
-// queueDeployment writes deployments/<name>.yaml with a short lease (a
-// killed instance's jobs run again within seconds) and saves its keys
+// queueDeployment writes deployments/<name>.yaml with a short lease (15 s:
+// a killed instance's jobs run again soon, and renewals still make it on a
+// loaded machine under -race, where 5 s did not) and saves its keys
 // first, so that instances starting together do not each generate a pair.
 func queueDeployment(t testing.TB, root, name string, env []string) {
 	t.Helper()
@@ -34,7 +35,7 @@ shutdown_grace: 5s
 queue:
   workers: 4
   poll: 500ms
-  lease: 5s
+  lease: 15s
 vars:
   - name: POWERSYNC_URL
     value: http://localhost:8080
