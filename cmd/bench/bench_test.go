@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -550,22 +552,74 @@ func TestSmoke(t *testing.T) {
 
 func TestParseWrk(t *testing.T) {
 	var out strings.Builder
-	out.WriteString("Running 1s test @ http://127.0.0.1:1/jwks\nWRK_SUMMARY 20000 1000000 3 1\n")
+	out.WriteString("Running 1s test @ http://127.0.0.1:1/jwks\nWRK_SUMMARY 1000 1000000 3 1\nWRK_P 600 1090\n")
 	for i := 1; i <= 1000; i++ {
-		fmt.Fprintf(&out, "WRK_Q %d\n", 100+i)
+		fmt.Fprintf(&out, "WRK_H %d 1\n", 100+i)
 	}
-	st, err := parseWrk([]byte(out.String()))
+	// 1,000 requests on 1,000 connections in 1 s: an interval of 1 s, so
+	// wrk made up no samples.
+	st, err := parseWrk([]byte(out.String()), 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.N != 20000 || st.Elapsed != time.Second || st.Errors != 4 || !strings.Contains(st.FirstErr, "3 non-2xx") {
+	if st.N != 1000 || st.Elapsed != time.Second || st.Errors != 4 || !strings.Contains(st.FirstErr, "3 non-2xx") {
 		t.Errorf("summary: %+v", st)
 	}
-	if st.Rate() != 20000 || st.Percentile(50) != 600*time.Microsecond || st.Percentile(99) != 1090*time.Microsecond {
-		t.Errorf("rate %v, p50 %v, p99 %v", st.Rate(), st.Percentile(50), st.Percentile(99))
+	if st.Rate() != 1000 || st.Percentile(50) != 600*time.Microsecond || st.Percentile(99) != 1090*time.Microsecond || len(st.Lat) != 1000 {
+		t.Errorf("rate %v, p50 %v, p99 %v, %d samples", st.Rate(), st.Percentile(50), st.Percentile(99), len(st.Lat))
 	}
-	if _, err := parseWrk([]byte("unable to connect to 127.0.0.1:1 Connection refused\n")); err == nil {
-		t.Error("output without a summary should be an error")
+	if st.GenP50 != 600*time.Microsecond || st.GenP99 != 1090*time.Microsecond {
+		t.Errorf("wrk's own percentiles: %v %v", st.GenP50, st.GenP99)
+	}
+	for _, bad := range []string{"unable to connect to 127.0.0.1:1 Connection refused\n", "WRK_SUMMARY 1 2 0 0\n", "WRK_SUMMARY 1 2 0 0\nWRK_H x 1\n", "WRK_SUMMARY 1 2 0 0\nWRK_H 10 -1\n"} {
+		if _, err := parseWrk([]byte(bad), 1); err == nil {
+			t.Errorf("%q should be an error", bad)
+		}
+	}
+}
+
+// wrkCorrect is wrk 4.1's stats_correct (src/stats.c), for the test.
+func wrkCorrect(data []int64, expected int64) {
+	for n := expected * 2; n < int64(len(data)); n++ {
+		count := data[n]
+		for m := n - expected; count > 0 && m > expected; m -= expected {
+			data[m] += count
+		}
+	}
+}
+
+// uncorrect gives back the histogram wrk had before its correction, for
+// histograms with long tails and intervals short and long.
+func TestUncorrect(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, interval := range []int64{1, 7, 50, 400, 5000} {
+		orig := make([]int64, 20000)
+		for range 5000 {
+			v := 100 + rng.Int64N(900)
+			if rng.IntN(10) == 0 {
+				v += rng.Int64N(19000 - 1000)
+			}
+			orig[v]++
+		}
+		data := slices.Clone(orig)
+		wrkCorrect(data, interval)
+		hist := map[int64]int64{}
+		var made int64
+		for u, n := range data {
+			if n > 0 {
+				hist[int64(u)] = n
+			}
+			made += n - orig[u]
+		}
+		if interval < 1000 && made == 0 {
+			t.Fatalf("interval %d: the correction made up no samples; the test tests nothing", interval)
+		}
+		uncorrect(hist, interval)
+		for u, n := range orig {
+			if hist[int64(u)] != n {
+				t.Fatalf("interval %d: bucket %d µs: %d after uncorrect, %d before the correction (it made up %d samples)", interval, u, hist[int64(u)], n, made)
+			}
+		}
 	}
 }
 
@@ -585,8 +639,12 @@ func TestWrkLoad(t *testing.T) {
 	}))
 	defer srv.Close()
 	st := wrkLoad{bin: bin, dir: t.TempDir(), base: srv.URL, path: "/token?user_id=u-", unique: true, conns: 4, thread: 2}.run(context.Background(), time.Second)
-	if st.Errors != 0 || st.N < 100 || len(st.Lat) == 0 {
+	if st.Errors != 0 || st.N < 100 {
 		t.Fatalf("wrk load: %+v", st.FirstErr)
+	}
+	// One latency per request: the made-up samples are taken out.
+	if len(st.Lat) != st.N {
+		t.Errorf("%d latencies for %d requests", len(st.Lat), st.N)
 	}
 	mu.Lock()
 	defer mu.Unlock()

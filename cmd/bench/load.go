@@ -22,6 +22,9 @@ type Stats struct {
 	Lat      []time.Duration
 	CPU      time.Duration // of the server process, when Load.CPU is set
 	GenCPU   time.Duration // of the load generator, when it is a process (wrk)
+	// GenP50 and GenP99 are wrk's own percentiles, with its made-up samples
+	// (see parseWrk); Lat has the requests' own.
+	GenP50, GenP99 time.Duration
 }
 
 // GenCores is how many cores the load generator kept busy (0: unknown).
@@ -213,6 +216,7 @@ func (s Stats) merge(o Stats) Stats {
 	s.Elapsed += o.Elapsed
 	s.CPU += o.CPU
 	s.GenCPU += o.GenCPU
+	s.GenP50, s.GenP99 = max(s.GenP50, o.GenP50), max(s.GenP99, o.GenP99)
 	s.Lat = append(s.Lat, o.Lat...)
 	slices.Sort(s.Lat)
 	return s

@@ -262,7 +262,10 @@ func (b *bench) generator(st Stats) string {
 	if b.wrk == "" {
 		return "Go client (wrk not installed)"
 	}
-	return fmt.Sprintf("wrk, %.2f cores", st.GenCores())
+	if st.GenP99 == 0 {
+		return fmt.Sprintf("wrk, %.2f cores", st.GenCores())
+	}
+	return fmt.Sprintf("wrk, %.2f cores; wrk's own p50 %s p99 %s (with its made-up samples)", st.GenCores(), dur(st.GenP50), dur(st.GenP99))
 }
 
 func errText(st Stats) string {

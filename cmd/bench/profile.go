@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 
 	"github.com/taskrun/taskrun/internal/mongostore"
 	"github.com/taskrun/taskrun/internal/store"
@@ -22,6 +23,7 @@ func runtimeCmd(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("runtime", flag.ContinueOnError)
 	cpu := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	mem := fs.String("memprofile", "", "write a heap profile (in use and allocated) at exit to this file")
+	tr := fs.String("trace", "", "write an execution trace (go tool trace) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,8 +31,14 @@ func runtimeCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopTrace, err := startTrace(*tr)
+	if err != nil {
+		stop()
+		return err
+	}
 	code := cli.Main(cli.App{Args: fs.Args(), Environ: os.Environ(), Stdout: stdout, Stderr: os.Stderr, Tasks: tasks.All(),
 		OpenRuns: mongostore.OpenRuns, OpenSchedules: mongostore.OpenSchedules, OpenJobs: mongostore.OpenJobs, Vars: store.Vars})
+	stopTrace()
 	stop()
 	if *mem != "" {
 		f, err := os.Create(*mem)
@@ -63,6 +71,27 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// startTrace writes an execution trace to path ("": none) until stop is
+// called: `go tool trace -pprof=sched` then shows where runnable goroutines
+// waited for a P.
+func startTrace(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, errors.Join(err, os.Remove(path))
+	}
+	return func() {
+		trace.Stop()
 		f.Close()
 	}, nil
 }

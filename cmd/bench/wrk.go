@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +21,20 @@ import (
 // bare server, beside the Go client against the same server). Without it,
 // the Go client does the work, with a warning in the output.
 //
-// wrk reports percentiles, not samples: its script prints 1,000 quantiles
-// of each run's latency, which stand for its samples (each for a thousandth
-// of the requests), so that runs of several rounds merge as Go's do.
+// wrk's latencies are not what its requests took. At the end of a run
+// wrk 4.1 "corrects" its histogram for coordinated omission (stats_correct
+// in its stats.c): every latency of at least twice the mean interval
+// between a connection's requests also adds a made-up sample one interval
+// shorter, and another, down to one interval. That models clients sending
+// at a fixed rate; a closed loop of connections, like a PowerSync client
+// waiting for its token, does not, and the made-up samples are a large
+// share of a loaded run's tail: a 2-core run at saturation reported a mean
+// latency twice connections/rate, which Little's law says it cannot be,
+// and half again as many samples as requests. The script prints the
+// corrected histogram's buckets (microseconds and counts) and wrk's own
+// p50 and p99; parseWrk takes the correction back out (it is exact: the
+// made-up samples of a bucket all land in lower buckets), so a row's
+// percentiles are those of the requests sent, and its note gives wrk's.
 
 // wrkPath finds wrk on PATH ("" when it is not installed).
 func wrkPath() string {
@@ -55,8 +67,10 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("WRK_SUMMARY %d %d %d %d\n", summary.requests, summary.duration,
     e.status, e.connect + e.read + e.write + e.timeout))
-  for i = 1, 1000 do
-    io.write(string.format("WRK_Q %d\n", latency:percentile(i / 10.0)))
+  io.write(string.format("WRK_P %d %d\n", latency:percentile(50), latency:percentile(99)))
+  for i = 1, #latency do
+    local us, n = latency(i)
+    io.write(string.format("WRK_H %d %d\n", us, n))
   end
 end
 `
@@ -86,7 +100,7 @@ func (w wrkLoad) run(ctx context.Context, d time.Duration) Stats {
 		cmd.Env = append(cmd.Env, "WRK_UNIQUE=1")
 	}
 	out, err := cmd.Output()
-	st, perr := parseWrk(out)
+	st, perr := parseWrk(out, w.conns)
 	if ps := cmd.ProcessState; ps != nil {
 		st.GenCPU = ps.UserTime() + ps.SystemTime()
 	}
@@ -102,52 +116,90 @@ func (w wrkLoad) run(ctx context.Context, d time.Duration) Stats {
 	return st
 }
 
-// parseWrk reads what wrkScript printed.
-func parseWrk(out []byte) (Stats, error) {
+// parseWrk reads what wrkScript printed for a run of conns connections.
+func parseWrk(out []byte, conns int) (Stats, error) {
 	var (
-		st        Stats
-		quantiles []time.Duration
-		summary   bool
+		st      Stats
+		hist    = map[int64]int64{}
+		summary bool
 	)
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		switch {
-		case len(f) == 5 && f[0] == "WRK_SUMMARY":
-			var v [4]int64
-			for i := range v {
-				n, err := strconv.ParseInt(f[i+1], 10, 64)
-				if err != nil {
-					return st, fmt.Errorf("wrk summary %q: %v", sc.Text(), err)
-				}
-				v[i] = n
+		if len(f) == 0 || !strings.HasPrefix(f[0], "WRK_") {
+			continue
+		}
+		v := make([]int64, len(f)-1)
+		for i := range v {
+			n, err := strconv.ParseInt(f[i+1], 10, 64)
+			if err != nil || n < 0 {
+				return st, fmt.Errorf("wrk printed %q", sc.Text())
 			}
+			v[i] = n
+		}
+		switch {
+		case f[0] == "WRK_SUMMARY" && len(v) == 4:
 			st.N, st.Elapsed, st.Errors = int(v[0]), time.Duration(v[1])*time.Microsecond, int(v[2]+v[3])
 			if st.Errors > 0 {
 				st.FirstErr = fmt.Sprintf("wrk: %d non-2xx or 3xx answers, %d socket errors", v[2], v[3])
 			}
 			summary = true
-		case len(f) == 2 && f[0] == "WRK_Q":
-			us, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return st, fmt.Errorf("wrk quantile %q: %v", sc.Text(), err)
-			}
-			quantiles = append(quantiles, time.Duration(us)*time.Microsecond)
+		case f[0] == "WRK_P" && len(v) == 2:
+			st.GenP50, st.GenP99 = time.Duration(v[0])*time.Microsecond, time.Duration(v[1])*time.Microsecond
+		case f[0] == "WRK_H" && len(v) == 2:
+			hist[v[0]] += v[1]
 		}
 	}
-	if !summary || len(quantiles) == 0 {
+	if !summary || len(hist) == 0 {
 		return st, fmt.Errorf("wrk printed no summary: %s", clipLine(string(out)))
 	}
-	// Each quantile stands for len/1000 of the requests.
-	per := st.N / len(quantiles)
-	if per < 1 {
-		per = 1
+	if conns > 0 && st.N/conns > 0 {
+		uncorrect(hist, int64(st.Elapsed/time.Microsecond)/int64(st.N/conns))
 	}
-	st.Lat = make([]time.Duration, 0, per*len(quantiles))
-	for _, q := range quantiles {
-		for i := 0; i < per; i++ {
-			st.Lat = append(st.Lat, q)
+	us := make([]int64, 0, len(hist))
+	for u, n := range hist {
+		if n > 0 {
+			us = append(us, u)
+		}
+	}
+	slices.Sort(us)
+	for _, u := range us {
+		for range hist[u] {
+			st.Lat = append(st.Lat, time.Duration(u)*time.Microsecond)
 		}
 	}
 	return st, nil
+}
+
+// uncorrect takes wrk's coordinated-omission correction out of its
+// histogram (microseconds to counts), in place. wrk, for each bucket n of
+// at least 2*interval in ascending order, adds its count to the buckets
+// n-interval, n-2*interval, ... while above interval; the counts it reads
+// were never raised before (only lower buckets are), so from the top down
+// each bucket's own count is what is left after the corrections of the
+// buckets above it.
+func uncorrect(hist map[int64]int64, interval int64) {
+	if interval <= 0 {
+		return
+	}
+	us := make([]int64, 0, len(hist))
+	for u := range hist {
+		us = append(us, u)
+	}
+	slices.Sort(us)
+	added := map[int64]int64{}
+	for i := len(us) - 1; i >= 0; i-- {
+		n := us[i]
+		own := hist[n] - added[n]
+		if own < 0 { // not wrk 4.1's correction: keep what it printed
+			own = hist[n]
+		}
+		hist[n] = own
+		if n < 2*interval || own == 0 {
+			continue
+		}
+		for m := n - interval; m > interval; m -= interval {
+			added[m] += own
+		}
+	}
 }
