@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,6 +12,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/taskrun/taskrun/internal/procs"
 )
 
 // Limits of the PowerSync service's token verification.
@@ -104,6 +105,8 @@ type signer struct {
 // load some requests wait several signatures longer than others (GET
 // /token's p99 was 5-17x its p50 at 16 connections). Waiters here are
 // parked on a channel, whose senders are woken first come, first served.
+// The gate has procs.Cores slots; a serving process has one P more, which
+// sees requests as they arrive (package procs).
 type fifoGate struct{ slots chan struct{} }
 
 func newFIFOGate(n int) *fifoGate {
@@ -133,7 +136,7 @@ func newSigner(k *Key) (*signer, error) {
 		return nil, err
 	}
 	s := &signer{key: k, header: compact[:strings.IndexByte(compact, '.')+1], sig: cryptosigner.Opaque(k.priv), alg: alg,
-		gate: newFIFOGate(runtime.GOMAXPROCS(0))}
+		gate: newFIFOGate(procs.Cores)}
 	// A key that cannot sign a token its public key verifies (go-jose
 	// checks it) is refused now, not on the first request.
 	tok, err := s.sign(Claims{Subject: "self-test", Audience: []string{"self-test"}, IssuedAt: 1, ExpiresAt: 2})

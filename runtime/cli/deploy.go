@@ -13,6 +13,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
+	"github.com/taskrun/taskrun/internal/procs"
 	"github.com/taskrun/taskrun/runtime"
 	"github.com/taskrun/taskrun/runtime/schedule"
 )
@@ -141,7 +142,9 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	default:
 		log.Info().Msg("no dashboard: a production deployment serves one only with DASHBOARD_TOKEN set")
 	}
-	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).
+	// One P more than the cores, for the network (package procs).
+	maxprocs := procs.SpareForNetwork()
+	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).Int("gomaxprocs", maxprocs).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
 	flush()
 	serveErr := h.Serve(ctx, ln)
