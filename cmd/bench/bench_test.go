@@ -82,6 +82,10 @@ func TestRowVerdict(t *testing.T) {
 		{"no target", Row{Rate: 5, Limit: 10}, 0.5, "", NoTarget},
 		{"rate met", Row{Rate: 600_000, Unit: "ops/s/core", MinRate: 500_000}, math.NaN(), ">= 500k ops/s/core", Pass},
 		{"rate missed", Row{Rate: 499_999, Unit: "ops/s/core", MinRate: 500_000}, math.NaN(), ">= 500k ops/s/core", Miss},
+		{"tail met", Row{P50: 10 * time.Millisecond, P99: 30 * time.Millisecond, MaxTail: 3}, math.NaN(), "p99 <= 3x p50", Pass},
+		{"tail missed", Row{P50: 10 * time.Millisecond, P99: 30*time.Millisecond + 1, MaxTail: 3}, math.NaN(), "p99 <= 3x p50", Miss},
+		{"tail without samples", Row{MaxTail: 3}, math.NaN(), "p99 <= 3x p50", Miss},
+		{"tail with an error", Row{P50: 10, P99: 10, MaxTail: 3, Err: "x"}, math.NaN(), "p99 <= 3x p50", Miss},
 		{"ten times", Row{Rate: 10_000, Limit: 1_000, MinRatio: 10}, 10, ">= 10", Pass},
 	}
 	for _, tt := range tests {
@@ -534,7 +538,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"GET /jwks", "GET /token RS256", "GET /token ES256", "GET /token EdDSA", "EdDSA vs RS256",
+		"GET /jwks", "GET /token RS256", "GET /token ES256", "GET /token EdDSA", "EdDSA vs RS256", "GET /token EdDSA p99/p50",
 		"POST /upload x1 ", "POST /upload x10 ", "decode+validate, 1000-op batch, in process",
 		"decode+validate, 1000-op batch, in the runtime", "startup to first served request",
 		"resident memory idle", "5 MB batch", "runtime CPU per operation", "POST /upload x10 with rules",

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/taskrun/taskrun/internal/mongotest"
+	"github.com/taskrun/taskrun/internal/procs"
 )
 
 var (
@@ -34,12 +35,21 @@ type bareSpec struct {
 }
 
 // bareServer is the jwks limit: a plain net/http server that answers every
-// request with fixed bytes and headers.
+// request with fixed bytes and headers. With -spin it is also GET /token's:
+// each request first keeps a core busy for that long, as a signature
+// would, through the runtime's FIFO gate and with its spare P (package
+// procs), so that its latencies are those of net/http and the signature's
+// CPU alone, scheduled as the runtime schedules them.
 func bareServer(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bare-server", flag.ContinueOnError)
 	specPath := fs.String("spec", "", "JSON file: status, header, body")
+	spin := fs.Duration("spin", 0, "CPU to spend on each request, in a FIFO gate of the cores")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	gate := make(chan struct{}, procs.Cores)
+	if *spin > 0 {
+		procs.SpareForNetwork()
 	}
 	b, err := os.ReadFile(*specPath)
 	if err != nil {
@@ -57,6 +67,12 @@ func bareServer(args []string, stdout io.Writer) error {
 		return err
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if *spin > 0 {
+			gate <- struct{}{}
+			for t := time.Now(); time.Since(t) < *spin; {
+			}
+			<-gate
+		}
 		hdr := w.Header()
 		for k, v := range spec.Header {
 			hdr[k] = v

@@ -23,6 +23,7 @@ const (
 	targetJWKS        = 0.85
 	targetBaseline    = 0.9 // a change may cost at most 10% of a path's rate
 	targetToken       = 0.85
+	targetTail        = 3 // GET /token: p99 <= 3x p50 at 16 connections
 	targetFastVsRSA   = 10
 	targetUpload      = 0.8
 	targetDecode      = 500_000 // operations per second per core
@@ -278,34 +279,7 @@ func errText(st Stats) string {
 func (b *bench) measureJWKS(ctx context.Context, p *proc) error {
 	c := newClient(b.cfg.conc)
 	defer c.CloseIdleConnections()
-	resp, err := c.Get(p.addr + "/jwks")
-	if err != nil {
-		return err
-	}
-	spec := bareSpec{Status: resp.StatusCode, Header: map[string][]string{}}
-	spec.Body, err = readAll(resp)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /jwks: status %d: %s", resp.StatusCode, spec.Body)
-	}
-	for k, v := range resp.Header {
-		switch k {
-		case "Date", "Content-Length":
-		case "X-Request-Id": // per request in the runtime; same length here
-			spec.Header[k] = []string{"0123456789abcdef"}
-		default:
-			spec.Header[k] = v
-		}
-	}
-	specPath := filepath.Join(b.tmp, "bare.json")
-	js, _ := json.Marshal(spec)
-	if err := os.WriteFile(specPath, js, 0o644); err != nil {
-		return err
-	}
-	bare, err := startProc("bare-server", []string{b.self, "bare-server", "-spec", specPath},
-		childEnviron(), b.tmp, filepath.Join(b.tmp, "bare-server.log"), bareAnnounce, 30*time.Second)
+	bare, spec, err := b.startBare(c, p.addr+"/jwks", 0)
 	if err != nil {
 		return err
 	}
@@ -327,6 +301,41 @@ func (b *bench) measureJWKS(ctx context.Context, p *proc) error {
 		Err: joinErr(errText(rt), errText(limit)),
 	})
 	return nil
+}
+
+// startBare starts a bare server answering what url answers (see
+// bareServer for spin).
+func (b *bench) startBare(c *http.Client, url string, spin time.Duration) (*proc, bareSpec, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, bareSpec{}, err
+	}
+	spec := bareSpec{Status: resp.StatusCode, Header: map[string][]string{}}
+	spec.Body, err = readAll(resp)
+	if err != nil {
+		return nil, spec, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, spec, fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode, spec.Body)
+	}
+	for k, v := range resp.Header {
+		switch k {
+		case "Date", "Content-Length":
+		case "X-Request-Id": // per request in the runtime; same length here
+			spec.Header[k] = []string{"0123456789abcdef"}
+		default:
+			spec.Header[k] = v
+		}
+	}
+	b.bares++
+	specPath := filepath.Join(b.tmp, fmt.Sprintf("bare-%d.json", b.bares))
+	js, _ := json.Marshal(spec)
+	if err := os.WriteFile(specPath, js, 0o644); err != nil {
+		return nil, spec, err
+	}
+	bare, err := startProc("bare-server", []string{b.self, "bare-server", "-spec", specPath, "-spin", spin.String()},
+		childEnviron(), b.tmp, filepath.Join(b.tmp, fmt.Sprintf("bare-server-%d.log", b.bares)), bareAnnounce, 30*time.Second)
+	return bare, spec, err
 }
 
 // cpuRatio is the limit's CPU per request over the runtime's: the ratio of
@@ -377,6 +386,9 @@ func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 		Note: fmt.Sprintf("server CPU/req %s; one signature: p50 %s%s; load: %s, ceiling %s req/s (bare server)", dur(rt.CPUPerOp()), dur(limit.Percentile(50)), both(rt, limit.Rate(), b.jwksBare), b.generator(rt), human(b.jwksBare)),
 		Err:  errText(rt),
 	})
+	if err := b.measureTokenTail(ctx, c, p, alg, rt, time.Duration(float64(maxProcs())/limit.Rate()*float64(time.Second))); err != nil {
+		return err
+	}
 	if alg != "RS256" && b.jwksBare > 0 {
 		b.rows = append(b.rows, Row{
 			Path: "GET /token " + alg, Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
@@ -391,6 +403,42 @@ func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 		}
 	}
 	return nil
+}
+
+// measureTokenTail adds the row of GET /token's tail (rt) beside that of a
+// bare server spending a signature's CPU (sig) on each request, in the
+// runtime's FIFO gate, under the same load: what net/http and the
+// signature alone give on these cores.
+func (b *bench) measureTokenTail(ctx context.Context, c *http.Client, p *proc, alg string, rt Stats, sig time.Duration) error {
+	bare, _, err := b.startBare(c, p.addr+"/token?user_id=bench-check", sig)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := bare.stop(5 * time.Second); err != nil {
+			b.logf("%v", err)
+		}
+	}()
+	cb := newClient(b.cfg.conc)
+	defer cb.CloseIdleConnections()
+	b.logf("token %s: a bare server spending %s of CPU per request", alg, dur(sig))
+	ref := b.getLoad(cb, bare, bare.addr, "/token?user_id=user-", true).Run(ctx)
+	b.rows = append(b.rows, Row{
+		Path: "GET /token " + alg + " p99/p50", Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
+		MaxTail: targetTail,
+		Note: fmt.Sprintf("%.1fx; a bare net/http server spending a signature's CPU (%s) per request in the same FIFO gate: %s req/s, p50 %s p99 %s (%.1fx), server CPU/req %s against %s",
+			tail(rt), dur(sig), human(ref.Rate()), dur(ref.Percentile(50)), dur(ref.Percentile(99)), tail(ref), dur(ref.CPUPerOp()), dur(rt.CPUPerOp())),
+		Err: joinErr(errText(rt), errText(ref)),
+	})
+	return nil
+}
+
+// tail is p99/p50.
+func tail(st Stats) float64 {
+	if st.Percentile(50) <= 0 {
+		return math.NaN()
+	}
+	return float64(st.Percentile(99)) / float64(st.Percentile(50))
 }
 
 // tokenLoad is GET /token for a new user each time, served by p.

@@ -56,6 +56,7 @@ type bench struct {
 
 	// Rates that other rows compare with.
 	jwksBare  float64
+	bares     int    // bare servers started, for their files
 	wrk       string // wrk's path; "" when the Go client generates the GET loads
 	tokenRate map[string]float64
 	signRate  map[string]float64

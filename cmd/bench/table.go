@@ -26,6 +26,7 @@ type Row struct {
 	LimitName string  // what the limit is
 	MinRatio  float64 // target: Rate/Limit >= MinRatio (0: none)
 	MinRate   float64 // target: Rate >= MinRate (0: none)
+	MaxTail   float64 // target: P99 <= MaxTail * P50 (0: none)
 	Note      string
 	Err       string // the measurement failed (partly): shown instead of a verdict
 }
@@ -45,6 +46,8 @@ func (r Row) Target() string {
 		return fmt.Sprintf(">= %s", trimFloat(r.MinRatio))
 	case r.MinRate > 0:
 		return fmt.Sprintf(">= %s %s", human(r.MinRate), r.unit())
+	case r.MaxTail > 0:
+		return fmt.Sprintf("p99 <= %sx p50", trimFloat(r.MaxTail))
 	}
 	return ""
 }
@@ -59,6 +62,11 @@ func (r Row) Verdict() int {
 		return Miss
 	case r.MinRate > 0:
 		if r.Err == "" && r.Rate >= r.MinRate {
+			return Pass
+		}
+		return Miss
+	case r.MaxTail > 0:
+		if r.Err == "" && r.P50 > 0 && float64(r.P99) <= r.MaxTail*float64(r.P50) {
 			return Pass
 		}
 		return Miss
