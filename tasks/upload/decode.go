@@ -79,7 +79,17 @@ type decoder struct {
 	cost   int // bytes charged (see the cost constants)
 	budget int
 	empty  [2]any // a shared boxed empty bson.D and bson.A
+
+	// row holds the last data object's field names by position, checked
+	// (checkField at the top level) and distinct: rows of a table mostly
+	// have the same columns in the same order, so a name equal to the one
+	// at its position last time needs no lookup, no check and, while
+	// every name before it matched too, no duplicate test.
+	row []string
 }
+
+// maxRow bounds the names by position the decoder keeps.
+const maxRow = 64
 
 // decode parses and validates a whole upload body. Nothing about the
 // database or the deployment's rules is checked here: only what makes a
@@ -94,7 +104,7 @@ func decode(body []byte, maxOps int) ([]Op, error) {
 func newDecoder(buf []byte, maxOps, allowance int) *decoder {
 	d := &decoder{buf: buf, op: -1, maxOps: maxOps, budget: decodeFactor*len(buf) + allowance}
 	d.empty = [2]any{bson.D{}, bson.A{}}
-	d.fields.charge, d.elems.charge = d.charge, d.charge
+	d.fields.d, d.elems.d = d, d
 	return d
 }
 
@@ -569,6 +579,7 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 		return bson.D{}, nil, false, nil
 	}
 	base := d.fields.len()
+	same := true // every name so far is the one at its position in d.row
 	for {
 		kb, err := d.key()
 		if err != nil {
@@ -583,17 +594,25 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 				return nil, nil, false, err
 			}
 		} else {
-			k, err := d.fieldName(kb)
-			if err != nil {
-				return nil, nil, false, err
+			var k string
+			i := d.fields.len() - base
+			if i < len(d.row) && d.row[i] == string(kb) {
+				k = d.row[i]
+			} else {
+				if k, err = d.fieldName(kb); err != nil {
+					return nil, nil, false, err
+				}
+				if err := checkField(k, true); err != nil {
+					return nil, nil, false, d.fail("data: %s", err)
+				}
+				same = false
 			}
-			if err := checkField(k, true); err != nil {
-				return nil, nil, false, d.fail("data: %s", err)
-			}
-			if dup, err := d.dupField(base, &index, k); err != nil {
-				return nil, nil, false, err
-			} else if dup {
-				return nil, nil, false, d.fail("data: duplicate field %s", quoteShort(k))
+			if !same {
+				if dup, err := d.dupField(base, &index, k); err != nil {
+					return nil, nil, false, err
+				} else if dup {
+					return nil, nil, false, d.fail("data: duplicate field %s", quoteShort(k))
+				}
 			}
 			v, err := d.value(2)
 			if err != nil {
@@ -606,8 +625,22 @@ func (d *decoder) document() (bson.D, any, bool, error) {
 		if more, err := d.more('}'); err != nil {
 			return nil, nil, false, err
 		} else if !more {
-			return bson.D(d.fields.pop(base)), id, hasID, nil
+			out := bson.D(d.fields.pop(base))
+			d.remember(out)
+			return out, id, hasID, nil
 		}
+	}
+}
+
+// remember keeps a data object's field names by position for the next.
+func (d *decoder) remember(fields bson.D) {
+	n := min(len(fields), maxRow)
+	if cap(d.row) < n {
+		d.row = make([]string, n, maxRow)
+	}
+	d.row = d.row[:n]
+	for i := range n {
+		d.row[i] = fields[i].Key
 	}
 }
 

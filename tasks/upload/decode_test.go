@@ -41,6 +41,15 @@ var seeds = []string{
 	`[]`,
 	``,
 	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"s":"\/\b\f\n\r\t\\\"\u0041\uD834\uDD1E"}}]}`,
+	// Rows after the first reuse its names by position: the same columns,
+	// a name repeated where the last row had another, a repeat after a
+	// different first name, an operator or a path where a plain name was.
+	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"a":1,"b":2,"c":3}},{"op":"PUT","table":"t","id":"b","data":{"a":4,"b":5,"c":6}}]}`,
+	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"a":1,"b":2,"c":3}},{"op":"PUT","table":"t","id":"b","data":{"a":4,"b":5,"a":6}}]}`,
+	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"a":1,"b":2}},{"op":"PUT","table":"t","id":"b","data":{"b":4,"b":5}}]}`,
+	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"a":1,"b":2}},{"op":"PUT","table":"t","id":"b","data":{"a":1,"$b":2}}]}`,
+	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"a":1,"b":{"c":1}}},{"op":"PATCH","table":"t","id":"b","data":{"a":1,"c.d":2}}]}`,
+	`{"batch":[{"op":"PUT","table":"t","id":"a","data":{"a":1,"_id":"a","b":2}},{"op":"PUT","table":"t","id":"b","data":{"_id":"b","a":1,"b":2,"a":3}}]}`,
 }
 
 // TestDecodeMatchesStdlib runs the fuzz checks on the seeds, so that plain
@@ -328,6 +337,56 @@ func TestOpsSizedFromTheFirst(t *testing.T) {
 		}
 		if len(ops) != tt.n || cap(ops) > tt.n+tt.n/4+1 {
 			t.Errorf("%d operations of %d bytes: len %d, cap %d", tt.n, tt.pad, len(ops), cap(ops))
+		}
+	}
+}
+
+// Names equal to the last row's at their position skip the lookup, the
+// checks and (while every name before matched too) the duplicate test:
+// each of these must still be refused, and equal rows accepted whole.
+func TestDecodeRowNames(t *testing.T) {
+	row := func(data ...string) []byte {
+		var b strings.Builder
+		b.WriteString(`{"batch":[`)
+		for i, d := range data {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"op":"PUT","table":"t","id":"r%d","data":%s}`, i, d)
+		}
+		b.WriteString(`]}`)
+		return []byte(b.String())
+	}
+	for _, tt := range []struct {
+		body []byte
+		want string
+	}{
+		{row(`{"a":1,"b":2,"c":3}`, `{"a":4,"b":5,"a":6}`), `duplicate field "a"`},
+		{row(`{"a":1,"b":2}`, `{"b":4,"b":5}`), `duplicate field "b"`},
+		{row(`{"a":1,"b":2}`, `{"a":1,"a":2}`), `duplicate field "a"`},
+		{row(`{"a":1,"b":2}`, `{"a":1,"$b":2}`), `$b`},
+		{row(`{"a":1,"b":2}`, `{"a":1,"b.c":2}`), `b.c`},
+		{row(`{"_id":"r0","a":1,"b":2}`, `{"a":1,"_id":"r1","b":2,"a":3}`), `duplicate field "a"`},
+		{row(`{"a":1,"b":2}`, `{"a":1,"b":2}`, `{"b":1,"a":2,"b":3}`), `duplicate field "b"`},
+	} {
+		if _, err := decode(tt.body, 10); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error naming %s", tt.body, err, tt.want)
+		}
+	}
+	ops, err := decode(row(`{"a":1,"b":"x"}`, `{"a":2,"b":"y"}`, `{"b":"z","a":3}`, `{"a":4}`, `{"a":5,"b":"w","c":true}`), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bson.D{
+		{{Key: "a", Value: int32(1)}, {Key: "b", Value: "x"}},
+		{{Key: "a", Value: int32(2)}, {Key: "b", Value: "y"}},
+		{{Key: "b", Value: "z"}, {Key: "a", Value: int32(3)}},
+		{{Key: "a", Value: int32(4)}},
+		{{Key: "a", Value: int32(5)}, {Key: "b", Value: "w"}, {Key: "c", Value: true}},
+	}
+	for i, op := range ops {
+		if !reflect.DeepEqual(op.Data, want[i]) {
+			t.Errorf("row %d: %#v, want %#v", i, op.Data, want[i])
 		}
 	}
 }

@@ -36,7 +36,7 @@ func blockSize(b int) int {
 type stack[T any] struct {
 	blocks [][]T
 	n      int
-	charge func(int) error // the decoder's budget
+	d      *decoder // whose budget pushes are charged to
 }
 
 func (s *stack[T]) len() int { return s.n }
@@ -57,17 +57,18 @@ func (s *stack[T]) push(v T, cost int) error {
 	}
 	s.blocks[b][off] = v
 	s.n++
-	return s.charge(cost)
+	return s.d.charge(cost)
 }
 
-// pop removes the members from base on and returns them.
+// pop removes the members from base on and returns them. Their slots
+// are not cleared: what they point to is in the slice returned, and the
+// stack lives no longer than the decoding of one batch.
 func (s *stack[T]) pop(base int) []T {
 	out := make([]T, s.n-base)
 	for i := base; i < s.n; {
 		b, off := locate(i)
 		blk := s.blocks[b][off:min(len(s.blocks[b]), off+s.n-i)]
 		copy(out[i-base:], blk)
-		clear(blk)
 		i += len(blk)
 	}
 	s.n = base
