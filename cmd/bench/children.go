@@ -44,9 +44,15 @@ func bareServer(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bare-server", flag.ContinueOnError)
 	specPath := fs.String("spec", "", "JSON file: status, header, body")
 	spin := fs.Duration("spin", 0, "CPU to spend on each request, in a FIFO gate of the cores")
+	cpu := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	stop, err := startCPUProfile(*cpu)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	gate := make(chan struct{}, procs.Cores)
 	if *spin > 0 {
 		procs.SpareForNetwork()

@@ -333,7 +333,11 @@ func (b *bench) startBare(c *http.Client, url string, spin time.Duration) (*proc
 	if err := os.WriteFile(specPath, js, 0o644); err != nil {
 		return nil, spec, err
 	}
-	bare, err := startProc("bare-server", []string{b.self, "bare-server", "-spec", specPath, "-spin", spin.String()},
+	argv := []string{b.self, "bare-server", "-spec", specPath, "-spin", spin.String()}
+	if b.cfg.profileDir != "" {
+		argv = append(argv, "-cpuprofile", filepath.Join(b.cfg.profileDir, fmt.Sprintf("bare-%d.cpu.prof", b.bares)))
+	}
+	bare, err := startProc("bare-server", argv,
 		childEnviron(), b.tmp, filepath.Join(b.tmp, fmt.Sprintf("bare-server-%d.log", b.bares)), bareAnnounce, 30*time.Second)
 	return bare, spec, err
 }
