@@ -130,7 +130,7 @@ type server struct {
 	done chan error
 }
 
-var urlRE = regexp.MustCompile(`"url":"(http://127\.0\.0\.1:\d+)","time".*"message":"serving`)
+var urlRE = regexp.MustCompile(`"url":"(http://127\.0\.0\.1:\d+)"[^\n]*"message":"serving`)
 
 // deploy starts `runtime deploy <dep> --listen 127.0.0.1:0` and waits for
 // it to print its URL.
