@@ -258,15 +258,21 @@ func (b *bench) getLoad(c *http.Client, p *proc, base, path string, unique bool)
 	return l
 }
 
-// generator names the load generator of the GET rows, for their notes.
+// generator names the load generator of the GET rows, for their notes,
+// with its ceiling (its rate against the bare server, once measured) and,
+// for wrk, its own percentiles.
 func (b *bench) generator(st Stats) string {
-	if b.wrk == "" {
-		return "Go client (wrk not installed)"
+	g := "Go client (wrk not installed)"
+	if b.wrk != "" {
+		g = fmt.Sprintf("wrk, %.2f cores", st.GenCores())
 	}
-	if st.GenP99 == 0 {
-		return fmt.Sprintf("wrk, %.2f cores", st.GenCores())
+	if b.jwksBare > 0 {
+		g += fmt.Sprintf(", ceiling %s req/s (bare server)", human(b.jwksBare))
 	}
-	return fmt.Sprintf("wrk, %.2f cores; wrk's own p50 %s p99 %s (with its made-up samples)", st.GenCores(), dur(st.GenP50), dur(st.GenP99))
+	if st.GenP99 > 0 {
+		g += fmt.Sprintf("; wrk's own p50 %s p99 %s (with its made-up samples)", dur(st.GenP50), dur(st.GenP99))
+	}
+	return g
 }
 
 func errText(st Stats) string {
@@ -296,7 +302,7 @@ func (b *bench) measureJWKS(ctx context.Context, p *proc) error {
 	b.rows = append(b.rows, Row{
 		Path: "GET /jwks", Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
 		Limit: limit.Rate(), LimitName: "bare net/http, same bytes", MinRatio: targetJWKS,
-		Note: fmt.Sprintf("server CPU/req %s, bare %s (%.2f); limit p50 %s p99 %s; %d B body; load: %s, its ceiling is the limit",
+		Note: fmt.Sprintf("server CPU/req %s, bare %s (%.2f); limit p50 %s p99 %s; %d B body; load: %s",
 			dur(rt.CPUPerOp()), dur(limit.CPUPerOp()), cpuRatio(limit, rt), dur(limit.Percentile(50)), dur(limit.Percentile(99)), len(spec.Body), b.generator(rt)),
 		Err: joinErr(errText(rt), errText(limit)),
 	})
@@ -387,7 +393,7 @@ func (b *bench) measureToken(ctx context.Context, p *proc, alg string) error {
 	b.rows = append(b.rows, Row{
 		Path: "GET /token " + alg, Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
 		Limit: limit.Rate(), LimitName: "the signature alone, all cores", MinRatio: targetToken,
-		Note: fmt.Sprintf("server CPU/req %s; one signature: p50 %s%s; load: %s, ceiling %s req/s (bare server)", dur(rt.CPUPerOp()), dur(limit.Percentile(50)), both(rt, limit.Rate(), b.jwksBare), b.generator(rt), human(b.jwksBare)),
+		Note: fmt.Sprintf("server CPU/req %s; one signature: p50 %s%s; load: %s", dur(rt.CPUPerOp()), dur(limit.Percentile(50)), both(rt, limit.Rate(), b.jwksBare), b.generator(rt)),
 		Err:  errText(rt),
 	})
 	if err := b.measureTokenTail(ctx, c, p, alg, rt, time.Duration(float64(maxProcs())/limit.Rate()*float64(time.Second))); err != nil {
@@ -430,8 +436,8 @@ func (b *bench) measureTokenTail(ctx context.Context, c *http.Client, p *proc, a
 	b.rows = append(b.rows, Row{
 		Path: "GET /token " + alg + " p99/p50", Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
 		MaxTail: targetTail,
-		Note: fmt.Sprintf("%.1fx; a bare net/http server spending a signature's CPU (%s) per request in the same FIFO gate: %s req/s, p50 %s p99 %s (%.1fx), server CPU/req %s against %s",
-			tail(rt), dur(sig), human(ref.Rate()), dur(ref.Percentile(50)), dur(ref.Percentile(99)), tail(ref), dur(ref.CPUPerOp()), dur(rt.CPUPerOp())),
+		Note: fmt.Sprintf("%.1fx; a bare net/http server spending a signature's CPU (%s) per request in the same FIFO gate: %s req/s, p50 %s p99 %s (%.1fx), server CPU/req %s against %s; load: %s",
+			tail(rt), dur(sig), human(ref.Rate()), dur(ref.Percentile(50)), dur(ref.Percentile(99)), tail(ref), dur(ref.CPUPerOp()), dur(rt.CPUPerOp()), b.generator(ref)),
 		Err: joinErr(errText(rt), errText(ref)),
 	})
 	return nil
@@ -469,8 +475,8 @@ func (b *bench) measureBaseline(ctx context.Context, p *proc, alg string) error 
 	b.rows = append(b.rows, Row{
 		Path: "GET /token " + alg + " vs " + b.rev, Rate: rt.Rate(), P50: rt.Percentile(50), P99: rt.Percentile(99),
 		Limit: base.Rate(), LimitName: "the runtime at " + b.rev, MinRatio: targetBaseline,
-		Note: fmt.Sprintf("server CPU/req %s, at %s %s (%.2f); %s p50 %s p99 %s",
-			dur(rt.CPUPerOp()), b.rev, dur(base.CPUPerOp()), cpuRatio(base, rt), b.rev, dur(base.Percentile(50)), dur(base.Percentile(99))),
+		Note: fmt.Sprintf("server CPU/req %s, at %s %s (%.2f); %s p50 %s p99 %s; load: %s",
+			dur(rt.CPUPerOp()), b.rev, dur(base.CPUPerOp()), cpuRatio(base, rt), b.rev, dur(base.Percentile(50)), dur(base.Percentile(99)), b.generator(rt)),
 		Err: joinErr(errText(rt), errText(base)),
 	})
 	return nil
