@@ -37,8 +37,8 @@ type bareSpec struct {
 // bareServer is the jwks limit: a plain net/http server that answers every
 // request with fixed bytes and headers. With -spin it is also GET /token's:
 // each request first keeps a core busy for that long, as a signature
-// would, through the runtime's FIFO gate and with its spare P (package
-// procs), so that its latencies are those of net/http and the signature's
+// would, through the runtime's FIFO gate and with its spare P while the
+// gate is full (package procs), so that its latencies are those of net/http and the signature's
 // CPU alone, scheduled as the runtime schedules them.
 func bareServer(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bare-server", flag.ContinueOnError)
@@ -55,7 +55,7 @@ func bareServer(args []string, stdout io.Writer) error {
 	defer stop()
 	gate := make(chan struct{}, procs.Cores)
 	if *spin > 0 {
-		procs.SpareForNetwork()
+		go procs.Adapt(context.Background(), nil)
 	}
 	b, err := os.ReadFile(*specPath)
 	if err != nil {
@@ -74,7 +74,12 @@ func bareServer(args []string, stdout io.Writer) error {
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if *spin > 0 {
-			gate <- struct{}{}
+			select {
+			case gate <- struct{}{}:
+			default:
+				procs.Waited()
+				gate <- struct{}{}
+			}
 			for t := time.Now(); time.Since(t) < *spin; {
 			}
 			<-gate

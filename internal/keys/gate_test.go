@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/taskrun/taskrun/internal/procs"
 )
 
 // parkedSenders counts the goroutines parked sending on a channel (those
@@ -141,4 +143,31 @@ func BenchmarkSignTail(b *testing.B) {
 			})
 		}
 	}
+}
+
+// A full gate tells package procs that work waits for a core (which gives
+// a serving process its spare P); one with room does not.
+func TestFIFOGateReportsWaits(t *testing.T) {
+	g := newFIFOGate(2)
+	before := procs.Waits()
+	g.enter()
+	g.enter()
+	if n := procs.Waits() - before; n != 0 {
+		t.Fatalf("%d waits reported while the gate had room", n)
+	}
+	entered := make(chan struct{})
+	go func() {
+		g.enter()
+		close(entered)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); procs.Waits() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("no wait reported by an enter at a full gate")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	g.leave()
+	<-entered
+	g.leave()
+	g.leave()
 }

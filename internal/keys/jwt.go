@@ -105,8 +105,8 @@ type signer struct {
 // load some requests wait several signatures longer than others (GET
 // /token's p99 was 5-17x its p50 at 16 connections). Waiters here are
 // parked on a channel, whose senders are woken first come, first served.
-// The gate has procs.Cores slots; a serving process has one P more, which
-// sees requests as they arrive (package procs).
+// The gate has procs.Cores slots; while it is full, a serving process has
+// one P more, which sees requests as they arrive (package procs).
 type fifoGate struct{ slots chan struct{} }
 
 func newFIFOGate(n int) *fifoGate {
@@ -116,7 +116,14 @@ func newFIFOGate(n int) *fifoGate {
 	return &fifoGate{slots: make(chan struct{}, n)}
 }
 
-func (g *fifoGate) enter() { g.slots <- struct{}{} }
+func (g *fifoGate) enter() {
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		procs.Waited() // every core is signing: the spare P is worth its cost
+		g.slots <- struct{}{}
+	}
+}
 func (g *fifoGate) leave() { <-g.slots }
 
 func newSigner(k *Key) (*signer, error) {

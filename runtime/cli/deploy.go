@@ -142,9 +142,12 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	default:
 		log.Info().Msg("no dashboard: a production deployment serves one only with DASHBOARD_TOKEN set")
 	}
-	// One P more than the cores, for the network (package procs).
-	maxprocs := procs.SpareForNetwork()
-	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).Int("gomaxprocs", maxprocs).
+	// One P more than the cores while signatures queue, for the network
+	// (package procs).
+	adaptCtx, stopAdapt := context.WithCancel(ctx)
+	defer stopAdapt()
+	go procs.Adapt(adaptCtx, nil)
+	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).Int("cores", procs.Cores).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
 	flush()
 	serveErr := h.Serve(ctx, ln)
