@@ -138,30 +138,34 @@ func (s *Schedules) Register(ctx context.Context, name string, now time.Time) (s
 	return d.state(), nil
 }
 
-// Claim advances last_fire, then inserts the fire's document: running, or
-// skipped when the claim is exclusive and another fire of the schedule is
-// running within its lease.
+// Claim inserts the fire's document (running, or skipped when the claim
+// is exclusive and another fire of the schedule is running within its
+// lease), then advances last_fire. The insert under the fire's unique id is
+// the claim; last_fire only turns later claimants away before they try.
+// In this order an instance that dies between the two steps loses nothing:
+// the fire is claimed, and the others' inserts of it fail as duplicates
+// (advancing last_fire first lost a fire time for good when its instance
+// died right after: the schedules e2e test caught one). A paused schedule's
+// fire time is skipped by the one instance that advances last_fire past
+// it, with no fire document.
 func (s *Schedules) Claim(ctx context.Context, c schedule.Claim) (schedule.ClaimResult, error) {
 	f := c.Fire
 	at, now := f.Time.UTC(), f.Claimed.UTC()
 	var d scheduleDoc
-	err := s.schedules.FindOneAndUpdate(ctx,
-		bson.D{{Key: "_id", Value: f.Schedule}, {Key: "last_fire", Value: bson.D{{Key: "$lt", Value: at}}}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "last_fire", Value: at}}}},
-		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		if err := s.schedules.FindOne(ctx, bson.D{{Key: "_id", Value: f.Schedule}}).Err(); errors.Is(err, mongo.ErrNoDocuments) {
-			return schedule.ClaimResult{}, fmt.Errorf("schedule %s: %w", f.Schedule, schedule.ErrNotRegistered)
-		} else if err != nil {
-			return schedule.ClaimResult{}, fmt.Errorf("reading schedule %s: %w", f.Schedule, err)
-		}
-		return schedule.ClaimResult{Outcome: schedule.Taken}, nil
+	if err := s.schedules.FindOne(ctx, bson.D{{Key: "_id", Value: f.Schedule}}).Decode(&d); errors.Is(err, mongo.ErrNoDocuments) {
+		return schedule.ClaimResult{}, fmt.Errorf("schedule %s: %w", f.Schedule, schedule.ErrNotRegistered)
+	} else if err != nil {
+		return schedule.ClaimResult{}, fmt.Errorf("reading schedule %s: %w", f.Schedule, err)
 	}
-	if err != nil {
-		return schedule.ClaimResult{}, fmt.Errorf("claiming %s of schedule %s: %w", at.Format(time.RFC3339), f.Schedule, err)
+	if !d.LastFire.Before(at) {
+		return schedule.ClaimResult{Outcome: schedule.Taken}, nil
 	}
 	res := schedule.ClaimResult{Prev: none(d.LastFire)}
 	if d.Paused {
+		advanced, err := s.advance(ctx, f.Schedule, at)
+		if err != nil || !advanced {
+			return schedule.ClaimResult{Outcome: schedule.Taken}, err
+		}
 		// The fire time is this instance's to skip: no other instance can
 		// claim it now that last_fire has passed it.
 		return schedule.ClaimResult{Outcome: schedule.Paused}, nil
@@ -190,16 +194,29 @@ func (s *Schedules) Claim(ctx context.Context, c schedule.Claim) (schedule.Claim
 	if mongo.IsDuplicateKeyError(err) {
 		// Someone else's, or ours when an earlier attempt's answer was lost.
 		var old fireDoc
-		if gerr := s.fires.FindOne(ctx, bson.D{{Key: "_id", Value: f.RunID}}).Decode(&old); gerr == nil &&
-			old.By == doc.By && old.Claimed.Equal(doc.Claimed) {
-			return res, nil
+		if gerr := s.fires.FindOne(ctx, bson.D{{Key: "_id", Value: f.RunID}}).Decode(&old); gerr != nil ||
+			old.By != doc.By || !old.Claimed.Equal(doc.Claimed) {
+			return schedule.ClaimResult{Outcome: schedule.Taken}, nil
 		}
-		return schedule.ClaimResult{Outcome: schedule.Taken}, nil
-	}
-	if err != nil {
+	} else if err != nil {
 		return schedule.ClaimResult{}, fmt.Errorf("claiming %s of schedule %s: %w", at.Format(time.RFC3339), f.Schedule, err)
 	}
+	// The fire is ours whether or not last_fire moves: a last_fire that
+	// lags only lets later claimants try the insert and fail it.
+	_, _ = s.advance(ctx, f.Schedule, at)
 	return res, nil
+}
+
+// advance sets the schedule's last_fire to at if it is earlier, and
+// reports whether it did.
+func (s *Schedules) advance(ctx context.Context, name string, at time.Time) (bool, error) {
+	r, err := s.schedules.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: name}, {Key: "last_fire", Value: bson.D{{Key: "$lt", Value: at}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "last_fire", Value: at}}}})
+	if err != nil {
+		return false, fmt.Errorf("advancing schedule %s to %s: %w", name, at.Format(time.RFC3339), err)
+	}
+	return r.ModifiedCount > 0, nil
 }
 
 // running returns a schedule's running fires, oldest first.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -312,5 +313,50 @@ func TestSchedulesPause(t *testing.T) {
 	at = at.Add(time.Minute)
 	if res, err := s.Claim(ctx, schedule.Claim{Fire: fire("nightly", at, at, "a", time.Minute)}); err != nil || res.Outcome != schedule.Claimed {
 		t.Errorf("claim after resuming: %+v, %v; want Claimed", res, err)
+	}
+}
+
+// The claim is the fire's unique insert, made before last_fire moves: an
+// instance that dies between the two leaves the fire claimed (its lease
+// reaps it), and the others neither lose that fire time nor claim it
+// twice. Advancing last_fire first lost fire times whose claimant died
+// right after (the schedules e2e test, SIGKILL a few ms after a fire).
+func TestSchedulesClaimSurvivesAClaimantDyingMidway(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.Database(t)
+	s := mongostore.NewSchedules(db)
+	if _, err := s.Register(ctx, "tick", t0); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(time.Second)
+	if res := claim(t, s, fire("tick", at, at, "a", time.Minute), true); res.Outcome != schedule.Claimed {
+		t.Fatalf("first claim: %+v", res)
+	}
+	// a dies before advancing last_fire: put it back.
+	if _, err := db.Collection(mongostore.SchedulesCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: "tick"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "last_fire", Value: time.Unix(0, 0).UTC()}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if res := claim(t, s, fire("tick", at, at.Add(10*time.Millisecond), "b", time.Minute), true); res.Outcome != schedule.Taken {
+		t.Errorf("b's claim of a's fire time: %+v, want Taken", res)
+	}
+	fires, err := s.Fires(ctx, "tick", t0, 10)
+	if err != nil || len(fires) != 1 || fires[0].By != "a" || fires[0].State != schedule.FireRunning {
+		t.Fatalf("fires: %+v, %v; want a's one, running", fires, err)
+	}
+	next := at.Add(time.Second)
+	if res := claim(t, s, fire("tick", next, next, "b", time.Minute), false); res.Outcome != schedule.Claimed {
+		t.Errorf("b's claim of the next fire time: %+v, want Claimed", res)
+	}
+	// Whoever claims, last_fire follows: a later claimant is turned away
+	// before it tries the insert.
+	if res := claim(t, s, fire("tick", next, next, "c", time.Minute), false); res.Outcome != schedule.Taken {
+		t.Errorf("c's claim of b's fire time: %+v, want Taken", res)
+	}
+	var d struct {
+		LastFire time.Time `bson:"last_fire"`
+	}
+	if err := db.Collection(mongostore.SchedulesCollection).FindOne(ctx, bson.D{{Key: "_id", Value: "tick"}}).Decode(&d); err != nil || !d.LastFire.Equal(next) {
+		t.Errorf("last_fire %s, %v; want %s", d.LastFire, err, next)
 	}
 }
