@@ -163,8 +163,11 @@ func (s *Schedules) Claim(ctx context.Context, c schedule.Claim) (schedule.Claim
 	res := schedule.ClaimResult{Prev: none(d.LastFire)}
 	if d.Paused {
 		advanced, err := s.advance(ctx, f.Schedule, at)
-		if err != nil || !advanced {
-			return schedule.ClaimResult{Outcome: schedule.Taken}, err
+		if err != nil {
+			return schedule.ClaimResult{}, err
+		}
+		if !advanced {
+			return schedule.ClaimResult{Outcome: schedule.Taken}, nil
 		}
 		// The fire time is this instance's to skip: no other instance can
 		// claim it now that last_fire has passed it.
