@@ -53,9 +53,9 @@ func bareServer(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer stop()
-	gate := make(chan struct{}, procs.Cores)
+	gate := procs.NewGate(procs.Cores)
 	if *spin > 0 {
-		go procs.Adapt(context.Background(), nil)
+		go procs.Adapt(context.Background())
 	}
 	b, err := os.ReadFile(*specPath)
 	if err != nil {
@@ -74,15 +74,10 @@ func bareServer(args []string, stdout io.Writer) error {
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if *spin > 0 {
-			select {
-			case gate <- struct{}{}:
-			default:
-				procs.Waited()
-				gate <- struct{}{}
-			}
+			gate.Enter()
 			for t := time.Now(); time.Since(t) < *spin; {
 			}
-			<-gate
+			gate.Leave()
 		}
 		hdr := w.Header()
 		for k, v := range spec.Header {

@@ -95,36 +95,8 @@ type signer struct {
 	header string // base64url of the protected header, then "."
 	sig    jose.OpaqueSigner
 	alg    jose.SignatureAlgorithm
-	gate   *fifoGate
+	gate   *procs.Gate // procs.Cores signatures at a time, in arrival order
 }
-
-// fifoGate lets at most n goroutines at a time into a CPU-bound section
-// and the others in in the order they arrived. A signature is pure CPU:
-// with more runnable signing goroutines than Ps, Go's scheduler (per-P run
-// queues, runnext, work stealing) serves them in no fair order, so under
-// load some requests wait several signatures longer than others (GET
-// /token's p99 was 5-17x its p50 at 16 connections). Waiters here are
-// parked on a channel, whose senders are woken first come, first served.
-// The gate has procs.Cores slots; while it is full, a serving process has
-// one P more, which sees requests as they arrive (package procs).
-type fifoGate struct{ slots chan struct{} }
-
-func newFIFOGate(n int) *fifoGate {
-	if n < 1 {
-		n = 1
-	}
-	return &fifoGate{slots: make(chan struct{}, n)}
-}
-
-func (g *fifoGate) enter() {
-	select {
-	case g.slots <- struct{}{}:
-	default:
-		procs.Waited() // every core is signing: the spare P is worth its cost
-		g.slots <- struct{}{}
-	}
-}
-func (g *fifoGate) leave() { <-g.slots }
 
 func newSigner(k *Key) (*signer, error) {
 	alg := jose.SignatureAlgorithm(k.Alg)
@@ -143,7 +115,7 @@ func newSigner(k *Key) (*signer, error) {
 		return nil, err
 	}
 	s := &signer{key: k, header: compact[:strings.IndexByte(compact, '.')+1], sig: cryptosigner.Opaque(k.priv), alg: alg,
-		gate: newFIFOGate(procs.Cores)}
+		gate: procs.NewGate(procs.Cores)}
 	// A key that cannot sign a token its public key verifies (go-jose
 	// checks it) is refused now, not on the first request.
 	tok, err := s.sign(Claims{Subject: "self-test", Audience: []string{"self-test"}, IssuedAt: 1, ExpiresAt: 2})
@@ -193,9 +165,9 @@ func (s *signer) sign(c Claims) (string, error) {
 	buf := make([]byte, 0, len(s.header)+enc.EncodedLen(len(claims))+1+enc.EncodedLen(512))
 	buf = append(buf, s.header...)
 	buf = enc.AppendEncode(buf, claims)
-	s.gate.enter()
+	s.gate.Enter()
 	sig, err := s.sig.SignPayload(buf, s.alg)
-	s.gate.leave()
+	s.gate.Leave()
 	if err != nil {
 		return "", err
 	}

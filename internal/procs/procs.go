@@ -28,29 +28,49 @@ import (
 // use, cgroup limits included) or the GOMAXPROCS variable.
 var Cores = runtime.GOMAXPROCS(0)
 
-var waits atomic.Uint64
+var waits atomic.Uint64 // entries that found a Gate full
 
-// Waited records that CPU-bound work waited for a core (a gate of Cores
-// slots was full).
-func Waited() { waits.Add(1) }
+// Gate lets at most n goroutines at a time into a CPU-bound section and
+// the others in in the order they arrived. With more runnable CPU-bound
+// goroutines than Ps, Go's scheduler (per-P run queues, runnext, work
+// stealing) serves them in no fair order, so under load some wait several
+// turns longer than others. Waiters here are parked on a channel, whose
+// senders are woken first come, first served. A full gate is what Adapt
+// watches for.
+type Gate struct{ slots chan struct{} }
 
-// Waits is how many times Waited was called.
-func Waits() uint64 { return waits.Load() }
+// NewGate returns a gate of n slots (at least 1); CPU-bound work takes
+// Cores.
+func NewGate(n int) *Gate {
+	return &Gate{slots: make(chan struct{}, max(n, 1))}
+}
+
+// Enter waits for a slot.
+func (g *Gate) Enter() {
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		waits.Add(1) // every slot is busy: the spare P is worth its cost
+		g.slots <- struct{}{}
+	}
+}
+
+// Leave gives the slot back.
+func (g *Gate) Leave() { <-g.slots }
 
 // Adapt runs until ctx is done, or returns at once when the GOMAXPROCS
 // variable is set (an operator chose). Within a tenth of a second of work
-// waiting at a gate it sets GOMAXPROCS to Cores+1; after a second without
-// any, back to Cores. It reports each change to changed (nil: none).
-// Setting GOMAXPROCS stops Go from following a later change of the CPU
-// limit; a restart picks that up.
-func Adapt(ctx context.Context, changed func(procs int)) {
+// waiting at a Gate it sets GOMAXPROCS to Cores+1; after a second without
+// any, back to Cores. Setting GOMAXPROCS stops Go from following a later
+// change of the CPU limit; a restart picks that up.
+func Adapt(ctx context.Context) { adapt(ctx, 100*time.Millisecond, time.Second, nil) }
+
+// adapt is Adapt with its periods, reporting each change to changed (nil:
+// none).
+func adapt(ctx context.Context, tick, idle time.Duration, changed func(int)) {
 	if _, ok := os.LookupEnv("GOMAXPROCS"); ok {
 		return
 	}
-	adapt(ctx, 100*time.Millisecond, time.Second, changed)
-}
-
-func adapt(ctx context.Context, tick, idle time.Duration, changed func(int)) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	defer runtime.GOMAXPROCS(Cores)

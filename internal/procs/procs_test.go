@@ -56,7 +56,7 @@ func TestAdapt(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(5 * time.Millisecond):
-				Waited()
+				waits.Add(1)
 			}
 		}
 	}()
@@ -67,7 +67,7 @@ func TestAdapt(t *testing.T) {
 	}
 	close(stop)
 	waitFor(Cores)
-	Waited()
+	waits.Add(1)
 	waitFor(Cores + 1)
 	cancel()
 	<-done
@@ -85,11 +85,11 @@ func TestAdapt(t *testing.T) {
 func TestAdaptObeysTheVariable(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	before := runtime.GOMAXPROCS(0)
-	Waited()
+	waits.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
-	Adapt(ctx, func(int) { t.Error("changed GOMAXPROCS though the variable is set") })
+	adapt(ctx, 10*time.Millisecond, 100*time.Millisecond, func(int) { t.Error("changed GOMAXPROCS though the variable is set") })
 	if time.Since(start) > 500*time.Millisecond || runtime.GOMAXPROCS(0) != before {
 		t.Errorf("Adapt with GOMAXPROCS set: ran %s, GOMAXPROCS %d (was %d)", time.Since(start), runtime.GOMAXPROCS(0), before)
 	}

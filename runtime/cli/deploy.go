@@ -146,7 +146,7 @@ func (a *App) deploy(ctx context.Context, name, listen string) (err error) {
 	// (package procs).
 	adaptCtx, stopAdapt := context.WithCancel(ctx)
 	defer stopAdapt()
-	go procs.Adapt(adaptCtx, nil)
+	go procs.Adapt(adaptCtx)
 	log.Info().Str("deployment", dep.Name).Bool("production", dep.Production).Str("url", url).Int("cores", procs.Cores).
 		Msg("serving " + dep.Name + " at " + url + " (health: /healthz, /readyz; metrics: /metrics)")
 	flush()
