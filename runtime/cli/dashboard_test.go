@@ -56,17 +56,7 @@ func TestDashboardSchedules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(d)
-	defer srv.Close()
-	get := func(path string) string {
-		resp, err := srv.Client().Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	get, post := serveDashboard(t, d)
 	page := get("/_/schedules")
 	next := spec.Next(time.Now()).UTC().Format("2006-01-02 15:04:05")
 	if !strings.Contains(page, "weekly") || !strings.Contains(page, "0 8 * * 1") || !strings.Contains(page, next) || !strings.Contains(page, "Pause") {
@@ -76,17 +66,6 @@ func TestDashboardSchedules(t *testing.T) {
 		t.Errorf("the tasks page should show cleanup's schedule:\n%s", tasks)
 	}
 	csrf := regexp.MustCompile(`name="csrf-token" content="([^"]+)"`).FindStringSubmatch(page)[1]
-	post := func(path string) int {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, nil)
-		req.Header.Set("X-CSRF-Token", csrf)
-		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	paused := func() bool {
 		states, err := st.States(ctx)
 		if err != nil || len(states) != 1 {
@@ -94,19 +73,19 @@ func TestDashboardSchedules(t *testing.T) {
 		}
 		return states[0].Paused
 	}
-	if code := post("/_/api/schedules/weekly/pause"); code != http.StatusSeeOther || !paused() {
+	if code, _ := post("/_/api/schedules/weekly/pause", csrf); code != http.StatusSeeOther || !paused() {
 		t.Fatalf("pause: %d, paused %t", code, paused())
 	}
 	if page := get("/_/schedules"); !strings.Contains(page, "Resume") || !strings.Contains(page, "paused") {
 		t.Errorf("a paused schedule should say so and offer Resume:\n%s", page)
 	}
-	if code := post("/_/api/schedules/weekly/resume"); code != http.StatusSeeOther || paused() {
+	if code, _ := post("/_/api/schedules/weekly/resume", csrf); code != http.StatusSeeOther || paused() {
 		t.Fatalf("resume: %d, paused %t", code, paused())
 	}
-	if code := post("/_/api/schedules/nope/pause"); code != http.StatusNotFound {
+	if code, _ := post("/_/api/schedules/nope/pause", csrf); code != http.StatusNotFound {
 		t.Errorf("pausing an unknown schedule: %d, want 404", code)
 	}
-	if code := post("/_/api/schedules/weekly/explode"); code != http.StatusNotFound {
+	if code, _ := post("/_/api/schedules/weekly/explode", csrf); code != http.StatusNotFound {
 		t.Errorf("an unknown action: %d, want 404", code)
 	}
 }
@@ -130,17 +109,7 @@ func TestDashboardJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(d)
-	defer srv.Close()
-	get := func(path string) string {
-		resp, err := srv.Client().Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	get, post := serveDashboard(t, d)
 	page := get("/_/jobs?state=pending&queue=mail")
 	if !strings.Contains(page, j.ID) || !strings.Contains(page, "mail") {
 		t.Fatalf("the jobs page should list %s:\n%s", j.ID, page)
@@ -149,11 +118,47 @@ func TestDashboardJobs(t *testing.T) {
 		t.Error("the dead filter lists a pending job")
 	}
 	csrf := regexp.MustCompile(`name="csrf-token" content="([^"]+)"`).FindStringSubmatch(page)[1]
-	post := func(path string) (int, string) {
+	if code, body := post("/_/api/jobs/"+j.ID+"/cancel", csrf); code != http.StatusSeeOther {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	if got, err := st.Get(ctx, j.ID); err != nil || got.State != queue.Cancelled {
+		t.Fatalf("after cancel: %+v %v", got, err)
+	}
+	if code, body := post("/_/api/jobs/"+j.ID+"/cancel", csrf); code != http.StatusConflict {
+		t.Errorf("cancelling a cancelled job: %d %s, want 409", code, body)
+	}
+	if code, body := post("/_/api/jobs/"+j.ID+"/retry", csrf); code != http.StatusSeeOther {
+		t.Fatalf("retry: %d %s", code, body)
+	}
+	if got, err := st.Get(ctx, j.ID); err != nil || got.State != queue.Pending {
+		t.Fatalf("after retry: %+v %v", got, err)
+	}
+	if code, _ := post("/_/api/jobs/nope/retry", csrf); code != http.StatusNotFound {
+		t.Errorf("retrying an unknown job: %d, want 404", code)
+	}
+}
+
+// serveDashboard serves d on loopback for the test: get returns a page's
+// body; post sends the page's CSRF token and returns the status and body,
+// not following redirects.
+func serveDashboard(t *testing.T, d http.Handler) (get func(path string) string, post func(path, csrf string) (int, string)) {
+	t.Helper()
+	srv := httptest.NewServer(d)
+	t.Cleanup(srv.Close)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get = func(path string) string {
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	post = func(path, csrf string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, nil)
 		req.Header.Set("X-CSRF-Token", csrf)
-		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := c.Do(req)
+		resp, err := noRedirect.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,22 +166,5 @@ func TestDashboardJobs(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if code, body := post("/_/api/jobs/" + j.ID + "/cancel"); code != http.StatusSeeOther {
-		t.Fatalf("cancel: %d %s", code, body)
-	}
-	if got, err := st.Get(ctx, j.ID); err != nil || got.State != queue.Cancelled {
-		t.Fatalf("after cancel: %+v %v", got, err)
-	}
-	if code, body := post("/_/api/jobs/" + j.ID + "/cancel"); code != http.StatusConflict {
-		t.Errorf("cancelling a cancelled job: %d %s, want 409", code, body)
-	}
-	if code, body := post("/_/api/jobs/" + j.ID + "/retry"); code != http.StatusSeeOther {
-		t.Fatalf("retry: %d %s", code, body)
-	}
-	if got, err := st.Get(ctx, j.ID); err != nil || got.State != queue.Pending {
-		t.Fatalf("after retry: %+v %v", got, err)
-	}
-	if code, _ := post("/_/api/jobs/nope/retry"); code != http.StatusNotFound {
-		t.Errorf("retrying an unknown job: %d, want 404", code)
-	}
+	return get, post
 }
