@@ -230,3 +230,14 @@ func TestUsageAndUnknowns(t *testing.T) {
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+// writeDeployment writes deployments/<name>.yaml and saves an EdDSA key
+// pair in its local file (runtime test generate_keys), so that instances
+// starting together do not each generate one.
+func writeDeployment(t testing.TB, root, name, yaml string, env []string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(root, "deployments", name+".yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, root, env, "test", "generate_keys", "--deployment", name, "--params", `{"alg":"EdDSA","save":"`+name+`"}`).must(t, 0)
+}

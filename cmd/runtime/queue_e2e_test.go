@@ -40,10 +40,7 @@ vars:
   - name: POWERSYNC_URL
     value: http://localhost:8080
 `
-	if err := os.WriteFile(filepath.Join(root, "deployments", name+".yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(t, root, env, "test", "generate_keys", "--deployment", name, "--params", `{"alg":"EdDSA","save":"`+name+`"}`).must(t, 0)
+	writeDeployment(t, root, name, yaml, env)
 }
 
 // TestQueueCLI: bad input exits 2 and stores nothing; enqueue prints the

@@ -46,10 +46,7 @@ schedules:
     params: {"alg": "EdDSA"}
     overlap: allow
 `
-	if err := os.WriteFile(filepath.Join(root, "deployments", name+".yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(t, root, env, "test", "generate_keys", "--deployment", name, "--params", `{"alg":"EdDSA","save":"`+name+`"}`).must(t, 0)
+	writeDeployment(t, root, name, yaml, env)
 }
 
 // fireLine is a "schedules: fire" log line of an instance.
